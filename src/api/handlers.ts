@@ -1,0 +1,53 @@
+// Shared plumbing of the service adapters: run a handler, map its error once.
+import { status, type handleUnaryCall, type Metadata, type ServerUnaryCall } from '@grpc/grpc-js';
+import type { CallContext } from '../clearing/engine.js';
+import { ClearingError } from '../clearing/errors.js';
+import { principalOf, type Principal } from './auth.js';
+import { toStatus } from './status.js';
+import type { Logger } from '../telemetry/logger.js';
+
+export interface CallInfo {
+  principal: Principal;
+  metadata: Metadata;
+  call: CallContext;
+  receivedAt: Date;
+}
+
+type Cancellable = { cancelled: boolean; getDeadline(): Date | number };
+
+export function callContextOf(call: Cancellable): CallContext {
+  const deadline = call.getDeadline();
+  const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
+  return { cancelled: () => call.cancelled, deadlineMs: Number.isFinite(deadlineMs) && deadlineMs > 0 ? deadlineMs : Infinity };
+}
+
+export function unary<Req, Res>(logger: Logger, handler: (request: Req, info: CallInfo) => Promise<Res>): handleUnaryCall<Req, Res> {
+  return (call: ServerUnaryCall<Req, Res>, callback) => {
+    const receivedAt = new Date();
+    let principal: Principal;
+    try {
+      principal = principalOf(call.metadata);
+    } catch (error) {
+      callback(toStatus(error, logger));
+      return;
+    }
+    handler(call.request, { principal, metadata: call.metadata, call: callContextOf(call), receivedAt }).then(
+      (response) => callback(null, response),
+      (error: unknown) => callback(toStatus(error, logger)),
+    );
+  };
+}
+
+export function unimplemented(what: string, issue: string): ClearingError {
+  return new ClearingError('UNIMPLEMENTED', 'NOT_YET_AVAILABLE', `${what} is part of the v1 contract but not served by this node version yet (${issue})`);
+}
+
+export { status };
+
+/** W3C trace id (32 hex) from a `traceparent` metadata entry; empty when absent or malformed. */
+export function traceIdOf(metadata: Metadata): string {
+  const value = metadata.get('traceparent')[0];
+  if (typeof value !== 'string') return '';
+  const match = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(value.trim());
+  return match === null || /^0+$/.test(match[1] as string) ? '' : (match[1] as string);
+}

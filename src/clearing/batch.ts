@@ -1,0 +1,376 @@
+// Deciding a settlement batch: every operation, in arrival order, against the
+// running state of the positions it touches. Pure and synchronous: the store
+// hands in a snapshot read under the batch's locks and writes what comes out.
+//
+// Two transfers that each fit but together overdraw a position are decided one
+// after the other: the first settles, the second sees the lowered position and
+// is rejected AM04.
+import { ClearingError } from './errors.js';
+import { reasonCode, reasons, type ReasonKey } from './reasons.js';
+import type {
+  BatchKeys,
+  BatchSnapshot,
+  BatchWrites,
+  ConfirmationRow,
+  ParticipantLockRow,
+  PositionOperationKind,
+  PositionOperationRow,
+  PositionRow,
+  TransferRow,
+} from '../store/rows.js';
+
+export const int64Max = 9_223_372_036_854_775_807n;
+
+/** The account that stands for the central bank's RTGS system in the journal. */
+export const rtgsAccount = 'RTGS';
+
+/** A validated credit transfer instruction as the core sees it. */
+export interface TransferInstruction {
+  instructionId: string;
+  endToEndId: string;
+  uetr: string;
+  debtorAgent: string;
+  creditorAgent: string;
+  intermediaryAgent: string;
+  currency: string;
+  amountMinor: bigint;
+  debtorName: string;
+  debtorIban: string;
+  creditorName: string;
+  creditorIban: string;
+  remittanceInformation: string;
+}
+
+export interface TransferOperation {
+  kind: 'transfer';
+  transfer: TransferInstruction;
+  /** SHA-256 of the instruction's content: tells a replay from a reuse. */
+  digest: Buffer;
+  receivedAt: Date;
+  traceId: string;
+}
+
+export interface PositionOperation {
+  kind: PositionOperationKind;
+  requestId: string;
+  bic: string;
+  currency: string;
+  /** FUND/DEFUND: the amount moved; SET_DEBIT_CAP: the new cap. */
+  amountMinor: bigint;
+  digest: Buffer;
+}
+
+export type Operation = TransferOperation | PositionOperation;
+
+export type OperationOutcome =
+  | { kind: 'transfer'; transfer: TransferRow; replayed: boolean }
+  | { kind: 'position'; position: PositionRow; replayed: boolean }
+  | { kind: 'error'; error: ClearingError };
+
+export interface BatchRules {
+  transferAmountMaxMinor: bigint;
+  reservationTimeoutMs: number;
+  now: Date;
+}
+
+const positionKey = (bic: string, currency: string) => `${bic}\u0000${currency}`;
+const instructionKey = (debtorAgent: string, instructionId: string) => `${debtorAgent}\u0000${instructionId}`;
+
+/** What a batch of operations must lock and look up. */
+export function batchKeys(operations: readonly Operation[]): BatchKeys {
+  const positions = new Map<string, { bic: string; currency: string }>();
+  const participants = new Set<string>();
+  const instructions: BatchKeys['instructions'] = [];
+  const uetrs = new Set<string>();
+  const requestIds: string[] = [];
+  const addPosition = (bic: string, currency: string) => positions.set(positionKey(bic, currency), { bic, currency });
+  for (const op of operations) {
+    if (op.kind === 'transfer') {
+      const t = op.transfer;
+      addPosition(t.debtorAgent, t.currency);
+      addPosition(t.creditorAgent, t.currency);
+      participants.add(t.debtorAgent).add(t.creditorAgent);
+      if (t.intermediaryAgent !== '') participants.add(t.intermediaryAgent);
+      instructions.push({ debtorAgent: t.debtorAgent, instructionId: t.instructionId });
+      uetrs.add(t.uetr);
+    } else {
+      addPosition(op.bic, op.currency);
+      participants.add(op.bic);
+      requestIds.push(op.requestId);
+    }
+  }
+  return {
+    positions: [...positions.values()],
+    participants: [...participants],
+    instructions,
+    uetrs: [...uetrs],
+    requestIds,
+  };
+}
+
+/** Decides every operation of a batch in arrival order; returns the writes and one outcome per operation. */
+export function decideBatch(
+  operations: readonly Operation[],
+  snapshot: BatchSnapshot,
+  rules: BatchRules,
+): { writes: BatchWrites; result: OperationOutcome[] } {
+  const now = rules.now;
+  const positions = new Map<string, PositionRow>();
+  for (const p of snapshot.positions) positions.set(positionKey(p.bic, p.currency), { ...p });
+  const participants = new Map<string, ParticipantLockRow>();
+  for (const p of snapshot.participants) participants.set(p.bic, { ...p });
+  const transfers = new Map<string, TransferRow>();
+  for (const t of snapshot.transfers) transfers.set(instructionKey(t.debtorAgent, t.instructionId), t);
+  const uetrsInUse = new Set(snapshot.uetrsInUse);
+  const positionOperations = new Map<string, PositionOperationRow>();
+  for (const o of snapshot.positionOperations) positionOperations.set(o.requestId, o);
+
+  const changedPositions = new Set<PositionRow>();
+  const sequenced = new Set<ParticipantLockRow>();
+  const writes: BatchWrites = {
+    operations: 0,
+    transfers: [],
+    positions: [],
+    participantSequences: [],
+    journal: [],
+    positionOperations: [],
+    confirmations: [],
+  };
+
+  const confirm = (bic: string, role: ConfirmationRow['role'], row: TransferRow) => {
+    const participant = participants.get(bic);
+    if (participant === undefined || row.finalAt === null || row.status === 'RESERVED') return;
+    participant.confirmationSequence += 1n;
+    sequenced.add(participant);
+    writes.confirmations.push({
+      bic,
+      sequence: participant.confirmationSequence,
+      debtorAgent: row.debtorAgent,
+      instructionId: row.instructionId,
+      role,
+      status: row.status,
+      reasonCode: row.reasonCode,
+      reason: row.reason,
+      finalAt: row.finalAt,
+    });
+  };
+
+  const confirmAll = (row: TransferRow) => {
+    confirm(row.debtorAgent, 'DEBTOR', row);
+    confirm(row.creditorAgent, 'CREDITOR', row);
+    if (row.intermediaryAgent !== '') confirm(row.intermediaryAgent, 'INTERMEDIARY', row);
+  };
+
+  const decideTransfer = (op: TransferOperation): OperationOutcome => {
+    const t = op.transfer;
+    const key = instructionKey(t.debtorAgent, t.instructionId);
+    const known = transfers.get(key);
+    if (known !== undefined) {
+      if (known.requestDigest.equals(op.digest)) return { kind: 'transfer', transfer: known, replayed: true };
+      return {
+        kind: 'error',
+        error: new ClearingError(
+          'ALREADY_EXISTS',
+          'INSTRUCTION_ID_REUSED',
+          `instruction_id ${t.instructionId} was already used by ${t.debtorAgent} for a different transfer (uetr ${known.uetr})`,
+          { metadata: { instruction_id: t.instructionId, uetr: known.uetr } },
+        ),
+      };
+    }
+    const debtor = participants.get(t.debtorAgent);
+    if (debtor === undefined) {
+      return {
+        kind: 'error',
+        error: new ClearingError('PERMISSION_DENIED', 'UNKNOWN_PARTICIPANT', `${t.debtorAgent} is not a participant of this clearing node`),
+      };
+    }
+    const creditor = participants.get(t.creditorAgent);
+    const intermediary = t.intermediaryAgent === '' ? undefined : participants.get(t.intermediaryAgent);
+    const debtorPosition = positions.get(positionKey(t.debtorAgent, t.currency));
+    const creditorPosition = positions.get(positionKey(t.creditorAgent, t.currency));
+
+    let rejection: ReasonKey | undefined;
+    if (uetrsInUse.has(t.uetr)) rejection = 'DUPL';
+    else if (t.amountMinor > rules.transferAmountMaxMinor) rejection = 'AM02';
+    else if (creditor === undefined) rejection = 'RC01_CREDITOR';
+    else if (t.intermediaryAgent !== '' && (intermediary === undefined || intermediary.kind !== 'GATEWAY'))
+      rejection = 'RC01_INTERMEDIARY';
+    else if (debtor.status !== 'ACTIVE') rejection = 'AG01_DEBTOR';
+    else if (creditor.status !== 'ACTIVE') rejection = 'AG01_CREDITOR';
+    else if (intermediary !== undefined && intermediary.status !== 'ACTIVE') rejection = 'AG01_INTERMEDIARY';
+    else if (debtorPosition === undefined) rejection = 'AM03_DEBTOR';
+    else if (creditorPosition === undefined) rejection = 'AM03_CREDITOR';
+    else if (available(debtorPosition) < t.amountMinor) rejection = 'AM04';
+    else if (creditorPosition.balanceMinor > int64Max - t.amountMinor) rejection = 'AM02';
+
+    const row: TransferRow = {
+      ...t,
+      requestDigest: op.digest,
+      status: 'REJECTED',
+      reasonCode: '',
+      reason: '',
+      receivedAt: op.receivedAt,
+      reservedAt: null,
+      finalAt: null,
+      expireAt: null,
+      traceId: op.traceId,
+      batchId: snapshot.batchId,
+    };
+    if (rejection !== undefined) {
+      row.reasonCode = reasonCode(rejection);
+      row.reason = reasons[rejection];
+      row.finalAt = now;
+    } else if (creditor?.acceptanceMode === 'EXPLICIT') {
+      // Two-phase: hold the amount until the creditor agent answers or the reservation expires.
+      const position = debtorPosition as PositionRow;
+      position.reservedMinor += t.amountMinor;
+      changedPositions.add(position);
+      row.status = 'RESERVED';
+      row.reservedAt = now;
+      row.expireAt = new Date(now.getTime() + rules.reservationTimeoutMs);
+    } else {
+      const from = debtorPosition as PositionRow;
+      const to = creditorPosition as PositionRow;
+      from.balanceMinor -= t.amountMinor;
+      to.balanceMinor += t.amountMinor;
+      changedPositions.add(from).add(to);
+      row.status = 'SETTLED';
+      row.reservedAt = now;
+      row.finalAt = now;
+      writes.journal.push(
+        journalEntry(t.currency, t.debtorAgent, t.amountMinor, 0n, row),
+        journalEntry(t.currency, t.creditorAgent, 0n, t.amountMinor, row),
+      );
+    }
+    transfers.set(key, row);
+    if (row.reasonCode !== 'DUPL') uetrsInUse.add(t.uetr);
+    writes.transfers.push(row);
+    confirmAll(row);
+    return { kind: 'transfer', transfer: row, replayed: false };
+  };
+
+  const decidePositionOperation = (op: PositionOperation): OperationOutcome => {
+    const known = positionOperations.get(op.requestId);
+    if (known !== undefined) {
+      if (known.requestDigest.equals(op.digest)) {
+        return {
+          kind: 'position',
+          replayed: true,
+          position: {
+            bic: known.bic,
+            currency: known.currency,
+            balanceMinor: known.balanceAfterMinor,
+            reservedMinor: known.reservedAfterMinor,
+            debitCapMinor: known.debitCapAfterMinor,
+            updatedAt: known.createdAt,
+          },
+        };
+      }
+      return {
+        kind: 'error',
+        error: new ClearingError(
+          'ALREADY_EXISTS',
+          'REQUEST_ID_REUSED',
+          `request_id ${op.requestId} was already used for a different operation`,
+          { metadata: { request_id: op.requestId } },
+        ),
+      };
+    }
+    const position = positions.get(positionKey(op.bic, op.currency));
+    if (position === undefined) {
+      const exists = participants.has(op.bic);
+      return {
+        kind: 'error',
+        error: exists
+          ? new ClearingError('FAILED_PRECONDITION', 'NO_POSITION', `${op.bic} does not settle in ${op.currency}`)
+          : new ClearingError('NOT_FOUND', 'PARTICIPANT_NOT_FOUND', `participant ${op.bic} does not exist`),
+      };
+    }
+    const next = { ...position };
+    if (op.kind === 'FUND') next.balanceMinor += op.amountMinor;
+    else if (op.kind === 'DEFUND') next.balanceMinor -= op.amountMinor;
+    else next.debitCapMinor = op.amountMinor;
+    if (next.balanceMinor > int64Max || next.balanceMinor + next.debitCapMinor > int64Max) {
+      return {
+        kind: 'error',
+        error: new ClearingError('FAILED_PRECONDITION', 'POSITION_LIMIT', `the position of ${op.bic} in ${op.currency} would exceed 2^63-1 minor units`),
+      };
+    }
+    if (available(next) < 0n) {
+      return {
+        kind: 'error',
+        error: new ClearingError(
+          'FAILED_PRECONDITION',
+          'INSUFFICIENT_AVAILABLE',
+          `${op.kind === 'DEFUND' ? 'defunding' : 'lowering the debit cap of'} ${op.bic} by this amount would make its available ${op.currency} position negative (available ${available(position)})`,
+          { metadata: { available_minor: available(position).toString() } },
+        ),
+      };
+    }
+    position.balanceMinor = next.balanceMinor;
+    position.debitCapMinor = next.debitCapMinor;
+    position.updatedAt = now;
+    changedPositions.add(position);
+    const row: PositionOperationRow = {
+      requestId: op.requestId,
+      kind: op.kind,
+      bic: op.bic,
+      currency: op.currency,
+      amountMinor: op.amountMinor,
+      requestDigest: op.digest,
+      balanceAfterMinor: position.balanceMinor,
+      reservedAfterMinor: position.reservedMinor,
+      debitCapAfterMinor: position.debitCapMinor,
+      batchId: snapshot.batchId,
+      createdAt: now,
+    };
+    positionOperations.set(op.requestId, row);
+    writes.positionOperations.push(row);
+    if (op.kind !== 'SET_DEBIT_CAP') {
+      const [debited, credited] = op.kind === 'FUND' ? [rtgsAccount, op.bic] : [op.bic, rtgsAccount];
+      writes.journal.push(
+        { ...liquidityEntry(op, row), account: debited, debitMinor: op.amountMinor },
+        { ...liquidityEntry(op, row), account: credited, creditMinor: op.amountMinor },
+      );
+    }
+    return { kind: 'position', position: { ...position }, replayed: false };
+  };
+
+  const result = operations.map((op) => (op.kind === 'transfer' ? decideTransfer(op) : decidePositionOperation(op)));
+
+  for (const p of changedPositions) {
+    p.updatedAt = now;
+    writes.positions.push(p);
+  }
+  for (const p of sequenced) writes.participantSequences.push({ bic: p.bic, confirmationSequence: p.confirmationSequence });
+  writes.operations = writes.transfers.length + writes.positionOperations.length;
+  return { writes, result };
+}
+
+export function available(p: Pick<PositionRow, 'balanceMinor' | 'debitCapMinor' | 'reservedMinor'>): bigint {
+  return p.balanceMinor + p.debitCapMinor - p.reservedMinor;
+}
+
+function journalEntry(currency: string, account: string, debitMinor: bigint, creditMinor: bigint, row: TransferRow) {
+  return {
+    currency,
+    account,
+    debitMinor,
+    creditMinor,
+    transferDebtorAgent: row.debtorAgent,
+    transferInstructionId: row.instructionId,
+    positionRequestId: null,
+  };
+}
+
+function liquidityEntry(op: PositionOperation, row: PositionOperationRow) {
+  return {
+    currency: op.currency,
+    account: '',
+    debitMinor: 0n,
+    creditMinor: 0n,
+    transferDebtorAgent: null,
+    transferInstructionId: null,
+    positionRequestId: row.requestId,
+  };
+}

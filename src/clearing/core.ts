@@ -1,0 +1,401 @@
+// The clearing core: what the gRPC adapters call. Validates domain rules,
+// queues every change to a position through the settlement engine, and reads
+// through the store. No gRPC here; errors are ClearingError.
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import { ClearingError, invalidArgument, type FieldViolation } from './errors.js';
+import type { CallContext, SettlementEngine } from './engine.js';
+import type { OperationOutcome, PositionOperation, TransferInstruction } from './batch.js';
+import { available } from './batch.js';
+import { decodePageToken, encodePageToken, pageSize } from './pagination.js';
+import { isValidCurrency, limits, validateBicField as validateBic } from './validation.js';
+import {
+  insertParticipant,
+  selectParticipant,
+  selectParticipantsPage,
+  updateParticipant,
+  type ParticipantChanges,
+} from '../store/participants.js';
+import {
+  selectPositionsOf,
+  selectPositionsPage,
+  selectReconciliation,
+  selectTransferByInstruction,
+  selectTransfersByUetr,
+  selectTransfersPage,
+  type ReconciliationTotals,
+} from '../store/reads.js';
+import type {
+  AcceptanceModeName,
+  ParticipantKindName,
+  ParticipantRow,
+  ParticipantStatusName,
+  PositionOperationKind,
+  PositionRow,
+  TransferRow,
+  TransferStatusName,
+} from '../store/rows.js';
+
+export interface ParticipantInput {
+  bic: string;
+  name: string;
+  kind: ParticipantKindName | 'UNSPECIFIED';
+  status: ParticipantStatusName | 'UNSPECIFIED';
+  acceptanceMode: AcceptanceModeName | 'UNSPECIFIED';
+  settlementCurrencies: string[];
+}
+
+export type ParticipantField = 'name' | 'status' | 'acceptance_mode' | 'settlement_currencies';
+
+export type TransferOutcome =
+  | { kind: 'transfer'; transfer: TransferRow; replayed: boolean }
+  | { kind: 'error'; error: ClearingError };
+
+export interface Violation {
+  invariant: string;
+  currency: string;
+  bic: string;
+  detail: string;
+}
+
+export interface Reconciliation {
+  clean: boolean;
+  totals: ReconciliationTotals[];
+  violations: Violation[];
+  checkTime: Date;
+}
+
+/** SHA-256 over the instruction's fields, separated so no two instructions collide by concatenation. */
+export function transferDigest(t: TransferInstruction): Buffer {
+  const hash = createHash('sha256');
+  for (const part of [
+    t.instructionId,
+    t.endToEndId,
+    t.uetr.toLowerCase(),
+    t.debtorAgent,
+    t.creditorAgent,
+    t.intermediaryAgent,
+    t.currency,
+    t.amountMinor.toString(),
+    t.debtorName,
+    t.debtorIban,
+    t.creditorName,
+    t.creditorIban,
+    t.remittanceInformation,
+  ]) {
+    hash.update(part).update('\u0000');
+  }
+  return hash.digest();
+}
+
+function positionOperationDigest(kind: string, bic: string, currency: string, amountMinor: bigint): Buffer {
+  return createHash('sha256').update(`${kind}\u0000${bic}\u0000${currency}\u0000${amountMinor}`).digest();
+}
+
+export class ClearingCore {
+  constructor(
+    private readonly db: pg.Pool,
+    private readonly engine: SettlementEngine,
+  ) {}
+
+  // --- participants -------------------------------------------------------
+
+  async createParticipant(input: ParticipantInput): Promise<ParticipantRow> {
+    const violations = [
+      ...validateBic(input.bic, 'participant.bic'),
+      ...validateName(input.name, 'participant.name'),
+      ...validateCurrencies(input.settlementCurrencies, 'participant.settlement_currencies'),
+    ];
+    if (input.kind === 'UNSPECIFIED') violations.push({ field: 'participant.kind', description: 'is required (BANK or GATEWAY)' });
+    if (violations.length > 0) throw invalidArgument(violations);
+    const created = await insertParticipant(this.db, {
+      bic: input.bic,
+      name: input.name,
+      kind: input.kind as ParticipantKindName,
+      status: input.status === 'UNSPECIFIED' ? 'ACTIVE' : input.status,
+      acceptanceMode: input.acceptanceMode === 'UNSPECIFIED' ? 'AUTOMATIC' : input.acceptanceMode,
+      settlementCurrencies: [...input.settlementCurrencies].sort(),
+    });
+    if (created === undefined) {
+      throw new ClearingError('ALREADY_EXISTS', 'PARTICIPANT_EXISTS', `participant ${input.bic} already exists`, {
+        metadata: { bic: input.bic },
+      });
+    }
+    return created;
+  }
+
+  async getParticipant(bic: string): Promise<ParticipantRow> {
+    const violations = validateBic(bic, 'bic');
+    if (violations.length > 0) throw invalidArgument(violations);
+    const found = await selectParticipant(this.db, bic);
+    if (found === undefined) throw notFound(bic);
+    return found;
+  }
+
+  async listParticipants(requestedSize: number, token: string): Promise<{ participants: ParticipantRow[]; nextPageToken: string }> {
+    const size = pageSize(requestedSize);
+    const after = decodePageToken('participants', token, 1);
+    const rows = await selectParticipantsPage(this.db, after?.[0] ?? '', size + 1);
+    const page = rows.slice(0, size);
+    const last = page[page.length - 1];
+    return {
+      participants: page,
+      nextPageToken: rows.length > size && last !== undefined ? encodePageToken('participants', [last.bic]) : '',
+    };
+  }
+
+  /** `fields` lists what to change; an empty list changes every field that is set in `input`. */
+  async updateParticipant(input: ParticipantInput, fields: readonly string[]): Promise<ParticipantRow> {
+    const violations = validateBic(input.bic, 'participant.bic');
+    const allowed: readonly ParticipantField[] = ['name', 'status', 'acceptance_mode', 'settlement_currencies'];
+    for (const field of fields) {
+      if (!(allowed as readonly string[]).includes(field)) {
+        violations.push({ field: 'update_mask', description: `cannot update '${field}'; updatable: ${allowed.join(', ')}` });
+      }
+    }
+    const wanted = (field: ParticipantField, isSet: boolean) => (fields.length === 0 ? isSet : fields.includes(field));
+    const changes: ParticipantChanges = {};
+    if (wanted('name', input.name !== '')) {
+      violations.push(...validateName(input.name, 'participant.name'));
+      changes.name = input.name;
+    }
+    if (wanted('status', input.status !== 'UNSPECIFIED')) {
+      if (input.status === 'UNSPECIFIED') violations.push({ field: 'participant.status', description: 'must be ACTIVE or SUSPENDED' });
+      else changes.status = input.status;
+    }
+    if (wanted('acceptance_mode', input.acceptanceMode !== 'UNSPECIFIED')) {
+      if (input.acceptanceMode === 'UNSPECIFIED') {
+        violations.push({ field: 'participant.acceptance_mode', description: 'must be AUTOMATIC or EXPLICIT' });
+      } else changes.acceptanceMode = input.acceptanceMode;
+    }
+    if (wanted('settlement_currencies', input.settlementCurrencies.length > 0)) {
+      violations.push(...validateCurrencies(input.settlementCurrencies, 'participant.settlement_currencies'));
+      changes.settlementCurrencies = [...input.settlementCurrencies].sort();
+    }
+    if (violations.length > 0) throw invalidArgument(violations);
+    if (changes.settlementCurrencies !== undefined) {
+      const current = await this.getParticipant(input.bic);
+      const removed = current.settlementCurrencies.filter((c) => !changes.settlementCurrencies?.includes(c));
+      if (removed.length > 0) {
+        throw new ClearingError(
+          'FAILED_PRECONDITION',
+          'CURRENCY_REMOVAL_UNSUPPORTED',
+          `settlement currencies can only be added; ${removed.join(', ')} would be removed`,
+        );
+      }
+    }
+    const updated = await updateParticipant(this.db, input.bic, changes);
+    if (updated === undefined) throw notFound(input.bic);
+    return updated;
+  }
+
+  // --- positions ----------------------------------------------------------
+
+  /** Funds, defunds or sets a debit cap through the settlement loop, like every change to a position. */
+  async changePosition(
+    kind: PositionOperationKind,
+    request: { requestId: string; bic: string; currency: string; amountMinor: bigint },
+    fieldOfAmount: string,
+    call: CallContext,
+  ): Promise<{ position: PositionRow; replayed: boolean }> {
+    const violations: FieldViolation[] = [];
+    const id = request.requestId;
+    if (id === '' || [...id].length > limits.idLengthMax || /\p{Cc}/u.test(id)) {
+      violations.push({ field: 'request_id', description: `is required: 1 to ${limits.idLengthMax} characters` });
+    }
+    violations.push(...validateBic(request.bic, 'bic'));
+    if (!isValidCurrency(request.currency)) violations.push({ field: `${fieldOfAmount}.currency`, description: 'must be an ISO 4217 code of three upper-case letters' });
+    const zeroAllowed = kind === 'SET_DEBIT_CAP';
+    if (request.amountMinor < 0n || (!zeroAllowed && request.amountMinor === 0n)) {
+      violations.push({ field: `${fieldOfAmount}.amount_minor`, description: zeroAllowed ? 'must not be negative' : 'must be greater than zero' });
+    }
+    if (violations.length > 0) throw invalidArgument(violations);
+    const operation: PositionOperation = {
+      kind,
+      requestId: id,
+      bic: request.bic,
+      currency: request.currency,
+      amountMinor: request.amountMinor,
+      digest: positionOperationDigest(kind, request.bic, request.currency, request.amountMinor),
+    };
+    const [outcome] = await this.engine.submit([operation], call);
+    if (outcome === undefined) throw new ClearingError('INTERNAL', 'NO_OUTCOME', 'the settlement engine returned no outcome');
+    if (outcome.kind === 'error') throw outcome.error;
+    if (outcome.kind !== 'position') throw new ClearingError('INTERNAL', 'WRONG_OUTCOME', 'unexpected outcome kind');
+    return { position: outcome.position, replayed: outcome.replayed };
+  }
+
+  async positionsOf(bic: string, currency: string): Promise<PositionRow[]> {
+    if (currency !== '' && !isValidCurrency(currency)) {
+      throw invalidArgument([{ field: 'currency', description: 'must be empty or an ISO 4217 code of three upper-case letters' }]);
+    }
+    return selectPositionsOf(this.db, bic, currency);
+  }
+
+  async listPositions(
+    filter: { bic: string; currency: string },
+    requestedSize: number,
+    token: string,
+  ): Promise<{ positions: PositionRow[]; nextPageToken: string }> {
+    const violations: FieldViolation[] = [];
+    if (filter.bic !== '') violations.push(...validateBic(filter.bic, 'bic'));
+    if (filter.currency !== '' && !isValidCurrency(filter.currency)) violations.push({ field: 'currency', description: 'must be an ISO 4217 code' });
+    if (violations.length > 0) throw invalidArgument(violations);
+    const size = pageSize(requestedSize);
+    const listName = `positions:${filter.bic}:${filter.currency}`;
+    const after = decodePageToken(listName, token, 2);
+    const rows = await selectPositionsPage(this.db, filter, { bic: after?.[0] ?? '', currency: after?.[1] ?? '' }, size + 1);
+    const page = rows.slice(0, size);
+    const last = page[page.length - 1];
+    return {
+      positions: page,
+      nextPageToken: rows.length > size && last !== undefined ? encodePageToken(listName, [last.bic, last.currency]) : '',
+    };
+  }
+
+  // --- transfers ----------------------------------------------------------
+
+  /** Settles validated instructions of one debtor agent; one outcome per instruction, in order. */
+  async submitTransfers(
+    instructions: readonly TransferInstruction[],
+    meta: { receivedAt: Date; traceId: string },
+    call: CallContext,
+  ): Promise<TransferOutcome[]> {
+    const outcomes = await this.engine.submit(
+      instructions.map((transfer) => ({
+        kind: 'transfer' as const,
+        transfer,
+        digest: transferDigest(transfer),
+        receivedAt: meta.receivedAt,
+        traceId: meta.traceId,
+      })),
+      call,
+    );
+    return outcomes.map((o: OperationOutcome): TransferOutcome => {
+      if (o.kind === 'position') return { kind: 'error', error: new ClearingError('INTERNAL', 'WRONG_OUTCOME', 'unexpected outcome kind') };
+      return o;
+    });
+  }
+
+  /** A transfer the caller is a party to; NOT_FOUND otherwise (existence is not disclosed to others). */
+  async getTransfer(callerBic: string, lookup: { uetr: string } | { instructionId: string }): Promise<TransferRow> {
+    let found: TransferRow | undefined;
+    if ('uetr' in lookup) {
+      const rows = await selectTransfersByUetr(this.db, lookup.uetr.toLowerCase());
+      found = rows.find((t) => isParty(t, callerBic));
+    } else {
+      found = await selectTransferByInstruction(this.db, callerBic, lookup.instructionId);
+    }
+    if (found === undefined) {
+      throw new ClearingError('NOT_FOUND', 'TRANSFER_NOT_FOUND', 'no transfer with that id is visible to the caller');
+    }
+    return found;
+  }
+
+  async inspectTransfer(uetr: string): Promise<TransferRow> {
+    const [found] = await selectTransfersByUetr(this.db, uetr.toLowerCase());
+    if (found === undefined) throw new ClearingError('NOT_FOUND', 'TRANSFER_NOT_FOUND', `no transfer with uetr ${uetr}`);
+    return found;
+  }
+
+  async listTransfers(
+    filter: { bic: string; status: TransferStatusName | '' },
+    requestedSize: number,
+    token: string,
+  ): Promise<{ transfers: TransferRow[]; nextPageToken: string }> {
+    if (filter.bic !== '') {
+      const violations = validateBic(filter.bic, 'bic');
+      if (violations.length > 0) throw invalidArgument(violations);
+    }
+    const size = pageSize(requestedSize);
+    const listName = `transfers:${filter.bic}:${filter.status}`;
+    const after = decodePageToken(listName, token, 3);
+    const key = after === undefined ? undefined : { receivedAt: new Date(after[0] as string), debtorAgent: after[1] as string, instructionId: after[2] as string };
+    if (key !== undefined && Number.isNaN(key.receivedAt.getTime())) decodePageToken(listName, 'x', 3);
+    const rows = await selectTransfersPage(this.db, filter, key, size + 1);
+    const page = rows.slice(0, size);
+    const last = page[page.length - 1];
+    return {
+      transfers: page,
+      nextPageToken:
+        rows.length > size && last !== undefined
+          ? encodePageToken(listName, [last.receivedAt.toISOString(), last.debtorAgent, last.instructionId])
+          : '',
+    };
+  }
+
+  // --- oversight ----------------------------------------------------------
+
+  async reconcile(): Promise<Reconciliation> {
+    const totals = await selectReconciliation(this.db);
+    const violations: Violation[] = [];
+    for (const t of totals) {
+      const expected = t.fundedTotalMinor - t.defundedTotalMinor;
+      if (t.balanceTotalMinor !== expected) {
+        violations.push({
+          invariant: 'BALANCES_NOT_CONSERVED',
+          currency: t.currency,
+          bic: '',
+          detail: `sum of balances ${t.balanceTotalMinor} differs from liquidity in minus out ${expected}`,
+        });
+      }
+      if (t.reservedTotalMinor !== t.reservedTransfersTotalMinor) {
+        violations.push({
+          invariant: 'RESERVATIONS_MISMATCH',
+          currency: t.currency,
+          bic: '',
+          detail: `sum of reservations ${t.reservedTotalMinor} differs from the amounts of RESERVED transfers ${t.reservedTransfersTotalMinor}`,
+        });
+      }
+      if (t.journalDebitTotalMinor !== t.journalCreditTotalMinor) {
+        violations.push({
+          invariant: 'JOURNAL_UNBALANCED',
+          currency: t.currency,
+          bic: '',
+          detail: `journal debits ${t.journalDebitTotalMinor} differ from credits ${t.journalCreditTotalMinor}`,
+        });
+      }
+      for (const n of t.negativePositions) {
+        violations.push({ invariant: 'POSITION_NEGATIVE', currency: t.currency, bic: n.bic, detail: `available is ${n.availableMinor}` });
+      }
+      for (const m of t.journalMismatches) {
+        violations.push({
+          invariant: 'POSITION_JOURNAL_MISMATCH',
+          currency: t.currency,
+          bic: m.bic,
+          detail: `balance ${m.balanceMinor} differs from its journal entries ${m.journalMinor}`,
+        });
+      }
+    }
+    return { clean: violations.length === 0, totals, violations, checkTime: totals[0]?.checkTime ?? new Date() };
+  }
+}
+
+export function isParty(t: TransferRow, bic: string): boolean {
+  return t.debtorAgent === bic || t.creditorAgent === bic || t.intermediaryAgent === bic;
+}
+
+export { available };
+
+function notFound(bic: string): ClearingError {
+  return new ClearingError('NOT_FOUND', 'PARTICIPANT_NOT_FOUND', `participant ${bic} does not exist`, { metadata: { bic } });
+}
+
+function validateName(name: string, field: string): FieldViolation[] {
+  const length = [...name].length;
+  if (length === 0) return [{ field, description: 'is required' }];
+  if (length > limits.textLengthMax) return [{ field, description: `must be at most ${limits.textLengthMax} characters` }];
+  if (/\p{Cc}/u.test(name)) return [{ field, description: 'must not contain control characters' }];
+  return [];
+}
+
+function validateCurrencies(currencies: readonly string[], field: string): FieldViolation[] {
+  const violations: FieldViolation[] = [];
+  const seen = new Set<string>();
+  currencies.forEach((c, i) => {
+    if (!isValidCurrency(c)) violations.push({ field: `${field}[${i}]`, description: 'must be an ISO 4217 code of three upper-case letters' });
+    else if (seen.has(c)) violations.push({ field: `${field}[${i}]`, description: 'is listed twice' });
+    seen.add(c);
+  });
+  return violations;
+}

@@ -1,0 +1,204 @@
+// The settlement engine: a bounded queue of operations drained by one loop in
+// batches, each settled in one Postgres transaction (group commit, see
+// DESIGN.md). A caller's promise resolves only after its batch committed.
+import type pg from 'pg';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ClearingError } from './errors.js';
+import { batchKeys, decideBatch, type Operation, type OperationOutcome } from './batch.js';
+import { isRetryableSettlementError, runSettlementBatch } from '../store/settlement.js';
+import type { Logger } from '../telemetry/logger.js';
+
+export interface EngineLimits {
+  /** Most operations waiting in the queue; a submit that does not fit gets RESOURCE_EXHAUSTED. */
+  queueOperationsMax: number;
+  /** Most operations in one settlement transaction. */
+  batchOperationsMax: number;
+  /** How long the loop lingers for more operations when a batch is not full (0 = never). */
+  batchWaitMs: number;
+  /** How many times a batch is retried after a deadlock, serialization failure or lost race. */
+  batchRetryMax: number;
+  transferAmountMaxMinor: bigint;
+  reservationTimeoutMs: number;
+}
+
+/** What the engine needs to know about the call an operation came from. */
+export interface CallContext {
+  /** True once the client cancelled the call or went away. */
+  cancelled(): boolean;
+  /** Epoch milliseconds after which the client no longer waits; Infinity when none. */
+  deadlineMs: number;
+}
+
+interface Pending {
+  operation: Operation;
+  call: CallContext;
+  resolve: (outcome: OperationOutcome) => void;
+}
+
+const retryBackoffBaseMs = 2;
+
+export class SettlementEngine {
+  // A ring-free FIFO: `head` advances on take and the array is compacted when
+  // the consumed prefix gets large, so taking a batch is O(batch).
+  private queue: Pending[] = [];
+  private head = 0;
+  private wake: (() => void) | undefined;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private batchesCommitted = 0;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly nodeId: string,
+    private readonly limits: EngineLimits,
+    private readonly logger: Logger,
+  ) {
+    if (limits.batchOperationsMax < 1 || limits.queueOperationsMax < limits.batchOperationsMax) {
+      throw new Error('engine limits: need 1 <= batchOperationsMax <= queueOperationsMax');
+    }
+  }
+
+  get queueDepth(): number {
+    return this.queue.length - this.head;
+  }
+
+  get committedBatches(): number {
+    return this.batchesCommitted;
+  }
+
+  start(): void {
+    if (this.loop !== undefined) throw new Error('settlement engine already started');
+    this.loop = this.run();
+  }
+
+  /** Stops taking new operations, settles what is queued, then ends the loop. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loop;
+  }
+
+  /**
+   * Queues operations as one unit (all or none) and resolves with one outcome
+   * per operation, in order, after the batch(es) holding them committed.
+   */
+  submit(operations: readonly Operation[], call: CallContext): Promise<OperationOutcome[]> {
+    if (this.stopping) {
+      return Promise.reject(new ClearingError('UNAVAILABLE', 'NODE_STOPPING', 'the node is shutting down; retry on another node'));
+    }
+    if (this.queueDepth + operations.length > this.limits.queueOperationsMax) {
+      return Promise.reject(
+        new ClearingError(
+          'RESOURCE_EXHAUSTED',
+          'SETTLEMENT_QUEUE_FULL',
+          `the settlement queue is full (${this.limits.queueOperationsMax} operations); retry with backoff`,
+          { metadata: { queue_operations_max: String(this.limits.queueOperationsMax) } },
+        ),
+      );
+    }
+    return new Promise((resolveAll) => {
+      const outcomes = new Array<OperationOutcome>(operations.length);
+      let remaining = operations.length;
+      if (remaining === 0) return resolveAll([]);
+      operations.forEach((operation, index) => {
+        this.queue.push({
+          operation,
+          call,
+          resolve: (outcome) => {
+            outcomes[index] = outcome;
+            if (--remaining === 0) resolveAll(outcomes);
+          },
+        });
+      });
+      this.wake?.();
+    });
+  }
+
+  private take(): Pending[] {
+    const end = Math.min(this.queue.length, this.head + this.limits.batchOperationsMax);
+    const batch = this.queue.slice(this.head, end);
+    this.head = end;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 4096) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    return batch;
+  }
+
+  private async run(): Promise<void> {
+    for (;;) {
+      if (this.queueDepth === 0) {
+        if (this.stopping) return;
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+        continue;
+      }
+      if (this.limits.batchWaitMs > 0 && this.queueDepth < this.limits.batchOperationsMax && !this.stopping) {
+        await sleep(this.limits.batchWaitMs);
+      }
+      const batch = this.dropAbandoned(this.take());
+      if (batch.length > 0) await this.settle(batch);
+    }
+  }
+
+  /** A call cancelled or past its deadline before its batch starts is not applied. */
+  private dropAbandoned(batch: Pending[]): Pending[] {
+    const nowMs = Date.now();
+    return batch.filter((p) => {
+      if (p.call.cancelled()) {
+        p.resolve({ kind: 'error', error: new ClearingError('CANCELLED', 'CALL_CANCELLED', 'the call was cancelled before settlement; nothing was applied') });
+        return false;
+      }
+      if (p.call.deadlineMs <= nowMs) {
+        p.resolve({
+          kind: 'error',
+          error: new ClearingError('DEADLINE_EXCEEDED', 'DEADLINE_BEFORE_SETTLEMENT', 'the call\'s deadline passed before settlement; nothing was applied'),
+        });
+        return false;
+      }
+      return true;
+    });
+  }
+
+  private async settle(batch: Pending[]): Promise<void> {
+    const operations = batch.map((p) => p.operation);
+    const keys = batchKeys(operations);
+    for (let attempt = 0; ; attempt++) {
+      const startedMs = performance.now();
+      try {
+        const outcomes = await runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) =>
+          decideBatch(operations, snapshot, {
+            transferAmountMaxMinor: this.limits.transferAmountMaxMinor,
+            reservationTimeoutMs: this.limits.reservationTimeoutMs,
+            now: new Date(),
+          }),
+        );
+        this.batchesCommitted++;
+        this.logger.debug(
+          { operations: batch.length, attempt, durationMs: Math.round((performance.now() - startedMs) * 1000) / 1000 },
+          'settlement batch committed',
+        );
+        for (let i = 0; i < batch.length; i++) (batch[i] as Pending).resolve(outcomes[i] as OperationOutcome);
+        return;
+      } catch (error) {
+        if (isRetryableSettlementError(error) && attempt < this.limits.batchRetryMax) {
+          this.logger.info({ attempt, code: (error as { code?: string }).code }, 'settlement batch conflicted; retrying');
+          await sleep(retryBackoffBaseMs * 2 ** attempt * (0.5 + Math.random()));
+          continue;
+        }
+        this.logger.error({ err: error, operations: batch.length, attempt }, 'settlement batch failed; nothing applied');
+        const failure = new ClearingError(
+          'UNAVAILABLE',
+          'SETTLEMENT_UNAVAILABLE',
+          'settlement failed and nothing was applied; retry the same instruction',
+          { cause: error },
+        );
+        for (const p of batch) p.resolve({ kind: 'error', error: failure });
+        return;
+      }
+    }
+  }
+}

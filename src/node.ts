@@ -1,0 +1,114 @@
+// Composition root: config → store → core → api → server. Tests start nodes
+// through here exactly as `npm start` does.
+import type pg from 'pg';
+import { ConfigError, isLoopbackHost, type Config } from './config.js';
+import { locateDatabase, createPool, type DatabaseLocation } from './store/database.js';
+import { migrate } from './store/migrate.js';
+import { countParticipants } from './store/participants.js';
+import { SettlementEngine } from './clearing/engine.js';
+import { ClearingCore } from './clearing/core.js';
+import { demoExampleCall, seedDemo } from './clearing/demo.js';
+import { clearingService } from './api/clearing-service.js';
+import { operatorService } from './api/operator-service.js';
+import { servingNames, startServer } from './api/server.js';
+import type { Logger } from './telemetry/logger.js';
+
+export interface RunningNode {
+  /** host:port the server listens on (the real port when configured with :0). */
+  address: string;
+  port: number;
+  pool: pg.Pool;
+  core: ClearingCore;
+  engine: SettlementEngine;
+  /** Set when demo participants were seeded: a ready-to-paste example call. */
+  exampleCall: string | undefined;
+  /** Graceful: stop accepting, finish in-flight calls, drain the queue, close the pool, stop the embedded database. */
+  stop(): Promise<void>;
+}
+
+/** The reservation timeout until creditor acceptance is configurable (SCT Inst execution limit). */
+const reservationTimeoutMs = 10_000;
+
+export function splitAddress(address: string): { host: string; port: number } {
+  const index = address.lastIndexOf(':');
+  return { host: address.slice(0, index), port: Number(address.slice(index + 1)) };
+}
+
+export async function startNode(config: Config, logger: Logger): Promise<RunningNode> {
+  const { host } = splitAddress(config.grpcAddress);
+  if (!isLoopbackHost(host)) {
+    throw new ConfigError(
+      `CLEARING_GRPC_ADDRESS=${config.grpcAddress}: this node version serves plaintext gRPC with development identities ` +
+        '(x-principal metadata) and therefore listens only on a loopback address (127.0.0.1, ::1, localhost) until TLS is configured',
+    );
+  }
+
+  const location: DatabaseLocation = await locateDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    embeddedPort: config.embeddedPostgresPort,
+    log: (line) => logger.debug({ component: 'embedded-postgres' }, line),
+  });
+  const pool = createPool(location.url, config.databasePoolMax);
+  pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+  const stopDatabase = async () => {
+    await pool.end().catch(() => undefined);
+    await location.embedded?.stop();
+  };
+
+  let engine: SettlementEngine | undefined;
+  try {
+    const migrated = await migrate(pool, { log: (message) => logger.info(message) });
+    logger.info({ applied: migrated.applied, alreadyApplied: migrated.alreadyApplied }, 'database schema ready');
+
+    engine = new SettlementEngine(
+      pool,
+      config.nodeId,
+      {
+        queueOperationsMax: config.queueOperationsMax,
+        batchOperationsMax: config.batchOperationsMax,
+        batchWaitMs: config.batchWaitMs,
+        batchRetryMax: config.batchRetryMax,
+        transferAmountMaxMinor: config.transferAmountMaxMinor,
+        reservationTimeoutMs,
+      },
+      logger.child({ component: 'settlement' }),
+    );
+    engine.start();
+    const core = new ClearingCore(pool, engine);
+
+    const seed =
+      config.seedDemo === 'always' || (config.seedDemo === 'auto' && location.embedded !== undefined && location.createdNow);
+    if (seed && (await countParticipants(pool)) === 0) {
+      await seedDemo(core);
+      logger.info('seeded demo participants ALPHDEFFXXX, BRAVFRPPXXX, CHRLITMMXXX (EUR 1,000,000.00 each) and gateway XBGWUS33XXX');
+    }
+
+    const server = await startServer(config.grpcAddress, {
+      clearing: clearingService(core, { submitBatchTransfersMax: config.submitBatchTransfersMax }, logger),
+      operator: operatorService(core, logger),
+    });
+    const address = `${host}:${server.port}`;
+
+    let stopping: Promise<void> | undefined;
+    const running = engine;
+    const stop = () =>
+      (stopping ??= (async () => {
+        for (const name of servingNames) server.health.setStatus(name, 'NOT_SERVING');
+        const grace = setTimeout(() => {
+          logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight calls did not finish in time; cancelling them');
+          server.server.forceShutdown();
+        }, config.shutdownGraceMs);
+        await new Promise<void>((resolve) => server.server.tryShutdown(() => resolve()));
+        clearTimeout(grace);
+        await running.stop();
+        await stopDatabase();
+        logger.info('node stopped');
+      })());
+    return { address, port: server.port, pool, core, engine, exampleCall: seed ? demoExampleCall(address) : undefined, stop };
+  } catch (error) {
+    await engine?.stop();
+    await stopDatabase();
+    throw error;
+  }
+}

@@ -1,0 +1,54 @@
+// Where the node's database is: DATABASE_URL, or an embedded Postgres in the data directory.
+import { chmod, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from './embedded.js';
+
+/** The database the node uses inside an embedded server. */
+export const embeddedDatabaseName = 'clearing';
+
+export interface DatabaseLocation {
+  url: string;
+  /** Set when the node started its own embedded Postgres (stopped with the node). */
+  embedded: EmbeddedDatabase | undefined;
+  /** True when the embedded database was created just now (a brand-new data directory or database). */
+  createdNow: boolean;
+}
+
+export async function locateDatabase(options: {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  embeddedPort: number;
+  log: (line: string) => void;
+}): Promise<DatabaseLocation> {
+  if (options.databaseUrl !== undefined) return { url: options.databaseUrl, embedded: undefined, createdNow: false };
+  // As root, Postgres runs as the 'postgres' user, which must be able to pass
+  // through the data directory to reach its own folder inside it.
+  await mkdir(options.dataDir, { recursive: true });
+  if (process.getuid?.() === 0) await chmod(options.dataDir, 0o711);
+  const embedded = await startEmbeddedPostgres({
+    dataDir: path.join(options.dataDir, 'postgres'),
+    port: options.embeddedPort,
+    log: options.log,
+  });
+  try {
+    const createdNow = await ensureDatabase(embedded.connectionString('postgres'), embeddedDatabaseName);
+    return { url: embedded.connectionString(embeddedDatabaseName), embedded, createdNow };
+  } catch (error) {
+    await embedded.stop();
+    throw error;
+  }
+}
+
+export function createPool(url: string, max: number): pg.Pool {
+  return new pg.Pool({
+    connectionString: url,
+    max,
+    // A database that does not answer fails calls with UNAVAILABLE instead of hanging them.
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    // Bounds a statement stuck behind a lock held by a dead peer.
+    statement_timeout: 30_000,
+    application_name: 'clearing-node',
+  });
+}

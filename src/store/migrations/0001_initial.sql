@@ -1,0 +1,163 @@
+-- 0001: the clearing node's schema: participants, positions, transfers, the
+-- double-entry journal, position operations (liquidity transfers and debit
+-- caps) and per-participant confirmations.
+--
+-- Money is bigint minor units everywhere. Invariants that must hold whatever
+-- the application does are CHECK constraints and triggers here.
+
+CREATE TABLE participants (
+  bic text PRIMARY KEY CHECK (bic ~ '^[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?$'),
+  name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 140),
+  kind text NOT NULL CHECK (kind IN ('BANK', 'GATEWAY')),
+  status text NOT NULL CHECK (status IN ('ACTIVE', 'SUSPENDED')),
+  acceptance_mode text NOT NULL CHECK (acceptance_mode IN ('AUTOMATIC', 'EXPLICIT')),
+  settlement_currencies text[] NOT NULL DEFAULT '{}',
+  -- Last confirmation sequence number handed to this participant; the next
+  -- confirmation gets confirmation_sequence + 1, assigned under the row lock,
+  -- so the sequence is gapless.
+  confirmation_sequence bigint NOT NULL DEFAULT 0 CHECK (confirmation_sequence >= 0),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE positions (
+  bic text NOT NULL REFERENCES participants (bic),
+  currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+  balance_minor bigint NOT NULL DEFAULT 0,
+  reserved_minor bigint NOT NULL DEFAULT 0 CHECK (reserved_minor >= 0),
+  debit_cap_minor bigint NOT NULL DEFAULT 0 CHECK (debit_cap_minor >= 0),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (bic, currency),
+  -- available = balance + debit cap - reserved never goes below zero.
+  CONSTRAINT positions_available_not_negative
+    CHECK (balance_minor + debit_cap_minor - reserved_minor >= 0)
+);
+
+CREATE SEQUENCE settlement_batch_id_seq;
+
+-- One row per committed settlement batch (one Postgres transaction).
+CREATE TABLE settlement_batches (
+  id bigint PRIMARY KEY,
+  node_id text NOT NULL,
+  operations integer NOT NULL CHECK (operations > 0),
+  committed_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE transfers (
+  debtor_agent text NOT NULL REFERENCES participants (bic),
+  instruction_id text NOT NULL CHECK (char_length(instruction_id) BETWEEN 1 AND 35),
+  end_to_end_id text NOT NULL CHECK (char_length(end_to_end_id) BETWEEN 1 AND 35),
+  uetr uuid NOT NULL,
+  -- Not a foreign key: a transfer to an unknown creditor agent is stored REJECTED RC01.
+  creditor_agent text NOT NULL,
+  intermediary_agent text NOT NULL DEFAULT '',
+  currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+  amount_minor bigint NOT NULL CHECK (amount_minor > 0),
+  -- Personal data: stored to forward the transfer, never logged or traced.
+  debtor_name text NOT NULL,
+  debtor_iban text NOT NULL,
+  creditor_name text NOT NULL,
+  creditor_iban text NOT NULL,
+  remittance_information text NOT NULL DEFAULT '',
+  -- SHA-256 of the instruction's content: a repeated instruction id with the
+  -- same digest is a replay, with another digest a reuse.
+  request_digest bytea NOT NULL,
+  status text NOT NULL CHECK (status IN ('RESERVED', 'SETTLED', 'REJECTED', 'EXPIRED')),
+  reason_code text NOT NULL DEFAULT '',
+  reason text NOT NULL DEFAULT '',
+  received_at timestamptz NOT NULL,
+  reserved_at timestamptz,
+  final_at timestamptz,
+  expire_at timestamptz,
+  trace_id text NOT NULL DEFAULT '',
+  -- The settlement batch that gave the transfer its current status.
+  batch_id bigint NOT NULL,
+  PRIMARY KEY (debtor_agent, instruction_id),
+  CHECK ((status = 'RESERVED') = (final_at IS NULL)),
+  CHECK ((status IN ('RESERVED', 'SETTLED')) = (reason_code = ''))
+);
+
+-- A UETR identifies one payment: only the DUPL rejections of later
+-- instructions that reused it may share it.
+CREATE UNIQUE INDEX transfers_uetr_key ON transfers (uetr) WHERE reason_code <> 'DUPL';
+CREATE INDEX transfers_uetr_idx ON transfers (uetr);
+CREATE INDEX transfers_received_idx ON transfers (received_at, debtor_agent, instruction_id);
+CREATE INDEX transfers_creditor_idx ON transfers (creditor_agent, received_at DESC);
+CREATE INDEX transfers_reserved_expire_idx ON transfers (expire_at) WHERE status = 'RESERVED';
+
+-- A final transfer is immutable; only a RESERVED one may change (to its final status).
+CREATE FUNCTION transfers_final_is_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    RAISE EXCEPTION 'transfers are never deleted (uetr %)', OLD.uetr;
+  END IF;
+  IF OLD.status <> 'RESERVED' THEN
+    RAISE EXCEPTION 'transfer % is final (%) and cannot change', OLD.uetr, OLD.status;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER transfers_final_is_immutable BEFORE UPDATE OR DELETE ON transfers
+  FOR EACH ROW EXECUTE FUNCTION transfers_final_is_immutable();
+
+-- Liquidity transfers from and to the RTGS system, and debit cap changes.
+CREATE TABLE position_operations (
+  request_id text PRIMARY KEY CHECK (char_length(request_id) BETWEEN 1 AND 35),
+  kind text NOT NULL CHECK (kind IN ('FUND', 'DEFUND', 'SET_DEBIT_CAP')),
+  bic text NOT NULL,
+  currency text NOT NULL,
+  amount_minor bigint NOT NULL CHECK (amount_minor >= 0),
+  request_digest bytea NOT NULL,
+  balance_after_minor bigint NOT NULL,
+  reserved_after_minor bigint NOT NULL,
+  debit_cap_after_minor bigint NOT NULL,
+  batch_id bigint NOT NULL,
+  created_at timestamptz NOT NULL,
+  FOREIGN KEY (bic, currency) REFERENCES positions (bic, currency)
+);
+
+-- The double-entry journal. Accounts are participant BICs, plus 'RTGS' for the
+-- central bank's side of liquidity transfers. Append-only.
+CREATE TABLE journal_entries (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  batch_id bigint NOT NULL,
+  currency text NOT NULL,
+  account text NOT NULL,
+  debit_minor bigint NOT NULL DEFAULT 0 CHECK (debit_minor >= 0),
+  credit_minor bigint NOT NULL DEFAULT 0 CHECK (credit_minor >= 0),
+  -- What the entry books: a transfer (debtor agent + instruction id) or a position operation.
+  transfer_debtor_agent text,
+  transfer_instruction_id text,
+  position_request_id text REFERENCES position_operations (request_id),
+  created_at timestamptz NOT NULL,
+  CHECK ((debit_minor = 0) <> (credit_minor = 0)),
+  CHECK ((transfer_instruction_id IS NULL) <> (position_request_id IS NULL)),
+  FOREIGN KEY (transfer_debtor_agent, transfer_instruction_id) REFERENCES transfers (debtor_agent, instruction_id)
+);
+
+CREATE FUNCTION forbid_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP;
+END $$;
+CREATE TRIGGER journal_entries_append_only BEFORE UPDATE OR DELETE ON journal_entries
+  FOR EACH ROW EXECUTE FUNCTION forbid_change();
+CREATE TRIGGER journal_entries_no_truncate BEFORE TRUNCATE ON journal_entries
+  FOR EACH STATEMENT EXECUTE FUNCTION forbid_change();
+CREATE TRIGGER position_operations_append_only BEFORE UPDATE OR DELETE ON position_operations
+  FOR EACH ROW EXECUTE FUNCTION forbid_change();
+
+-- Final-outcome status reports, one per participant concerned, numbered by a
+-- gapless per-participant sequence.
+CREATE TABLE confirmations (
+  bic text NOT NULL REFERENCES participants (bic),
+  sequence bigint NOT NULL CHECK (sequence > 0),
+  debtor_agent text NOT NULL,
+  instruction_id text NOT NULL,
+  role text NOT NULL CHECK (role IN ('DEBTOR', 'CREDITOR', 'INTERMEDIARY')),
+  status text NOT NULL CHECK (status IN ('SETTLED', 'REJECTED', 'EXPIRED')),
+  reason_code text NOT NULL DEFAULT '',
+  reason text NOT NULL DEFAULT '',
+  final_at timestamptz NOT NULL,
+  batch_id bigint NOT NULL,
+  PRIMARY KEY (bic, sequence),
+  FOREIGN KEY (debtor_agent, instruction_id) REFERENCES transfers (debtor_agent, instruction_id)
+);

@@ -1,0 +1,183 @@
+// Read-only SQL: positions, transfers, reconciliation. One function per statement.
+import type pg from 'pg';
+import { transferColumns, transferFromRaw } from './settlement.js';
+import type { PositionRow, TransferRow, TransferStatusName } from './rows.js';
+
+const positionColumns = `bic, currency, balance_minor::text, reserved_minor::text, debit_cap_minor::text, updated_at`;
+
+function positionFromRow(r: Record<string, unknown>): PositionRow {
+  return {
+    bic: r.bic as string,
+    currency: r.currency as string,
+    balanceMinor: BigInt(r.balance_minor as string),
+    reservedMinor: BigInt(r.reserved_minor as string),
+    debitCapMinor: BigInt(r.debit_cap_minor as string),
+    updatedAt: r.updated_at as Date,
+  };
+}
+
+/** A participant's positions ordered by currency; all of them when `currency` is empty. */
+export async function selectPositionsOf(db: pg.Pool, bic: string, currency: string): Promise<PositionRow[]> {
+  const result = await db.query({
+    name: 'positions_of',
+    text: `SELECT ${positionColumns} FROM positions WHERE bic = $1 AND ($2 = '' OR currency = $2) ORDER BY currency`,
+    values: [bic, currency],
+  });
+  return result.rows.map(positionFromRow);
+}
+
+/** One page of positions ordered by (bic, currency) after the given key, optionally filtered. */
+export async function selectPositionsPage(
+  db: pg.Pool,
+  filter: { bic: string; currency: string },
+  after: { bic: string; currency: string },
+  limit: number,
+): Promise<PositionRow[]> {
+  const result = await db.query({
+    name: 'positions_page',
+    text: `SELECT ${positionColumns} FROM positions
+            WHERE ($1 = '' OR bic = $1) AND ($2 = '' OR currency = $2) AND (bic, currency) > ($3, $4)
+            ORDER BY bic, currency LIMIT $5`,
+    values: [filter.bic, filter.currency, after.bic, after.currency, limit],
+  });
+  return result.rows.map(positionFromRow);
+}
+
+/** Transfers carrying this UETR: the original first, then DUPL rejections of later reuses. */
+export async function selectTransfersByUetr(db: pg.Pool, uetr: string): Promise<TransferRow[]> {
+  const result = await db.query({
+    name: 'transfers_by_uetr',
+    text: `SELECT ${transferColumns} FROM transfers t WHERE t.uetr = $1
+            ORDER BY (t.reason_code = 'DUPL'), t.received_at LIMIT 100`,
+    values: [uetr],
+  });
+  return result.rows.map(transferFromRaw);
+}
+
+export async function selectTransferByInstruction(db: pg.Pool, debtorAgent: string, instructionId: string): Promise<TransferRow | undefined> {
+  const result = await db.query({
+    name: 'transfers_by_instruction',
+    text: `SELECT ${transferColumns} FROM transfers t WHERE t.debtor_agent = $1 AND t.instruction_id = $2`,
+    values: [debtorAgent, instructionId],
+  });
+  return result.rows[0] === undefined ? undefined : transferFromRaw(result.rows[0]);
+}
+
+export interface TransferPageKey {
+  receivedAt: Date;
+  debtorAgent: string;
+  instructionId: string;
+}
+
+/** One page of transfers, newest first, after the given key, optionally filtered. */
+export async function selectTransfersPage(
+  db: pg.Pool,
+  filter: { bic: string; status: TransferStatusName | '' },
+  after: TransferPageKey | undefined,
+  limit: number,
+): Promise<TransferRow[]> {
+  const result = await db.query({
+    name: 'transfers_page',
+    text: `SELECT ${transferColumns} FROM transfers t
+            WHERE ($1 = '' OR t.debtor_agent = $1 OR t.creditor_agent = $1 OR t.intermediary_agent = $1)
+              AND ($2 = '' OR t.status = $2)
+              AND ($3::timestamptz IS NULL OR (t.received_at, t.debtor_agent, t.instruction_id) < ($3, $4, $5))
+            ORDER BY t.received_at DESC, t.debtor_agent DESC, t.instruction_id DESC
+            LIMIT $6`,
+    values: [filter.bic, filter.status, after?.receivedAt ?? null, after?.debtorAgent ?? '', after?.instructionId ?? '', limit],
+  });
+  return result.rows.map(transferFromRaw);
+}
+
+export interface ReconciliationTotals {
+  currency: string;
+  balanceTotalMinor: bigint;
+  fundedTotalMinor: bigint;
+  defundedTotalMinor: bigint;
+  reservedTotalMinor: bigint;
+  reservedTransfersTotalMinor: bigint;
+  journalDebitTotalMinor: bigint;
+  journalCreditTotalMinor: bigint;
+  negativePositions: { bic: string; availableMinor: bigint }[];
+  /** Per participant: balance minus what its journal entries say it should be. */
+  journalMismatches: { bic: string; balanceMinor: bigint; journalMinor: bigint }[];
+  checkTime: Date;
+}
+
+/**
+ * Totals per currency for Reconcile, read in one REPEATABLE READ snapshot so
+ * every figure describes the same instant.
+ */
+export async function selectReconciliation(db: pg.Pool): Promise<ReconciliationTotals[]> {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const result = await client.query(`
+      WITH currencies AS (
+        SELECT currency FROM positions UNION SELECT currency FROM journal_entries
+      ), positions_by AS (
+        SELECT currency, sum(balance_minor) AS balance, sum(reserved_minor) AS reserved
+          FROM positions GROUP BY currency
+      ), operations_by AS (
+        SELECT currency,
+               sum(amount_minor) FILTER (WHERE kind = 'FUND') AS funded,
+               sum(amount_minor) FILTER (WHERE kind = 'DEFUND') AS defunded
+          FROM position_operations GROUP BY currency
+      ), reserved_by AS (
+        SELECT currency, sum(amount_minor) AS reserved FROM transfers WHERE status = 'RESERVED' GROUP BY currency
+      ), journal_by AS (
+        SELECT currency, sum(debit_minor) AS debits, sum(credit_minor) AS credits FROM journal_entries GROUP BY currency
+      ), negative AS (
+        SELECT currency, json_agg(json_build_object('bic', bic,
+                 'available', (balance_minor + debit_cap_minor - reserved_minor)::text)) AS list
+          FROM positions WHERE balance_minor + debit_cap_minor - reserved_minor < 0 GROUP BY currency
+      ), journal_per_account AS (
+        SELECT currency, account, sum(credit_minor) - sum(debit_minor) AS net
+          FROM journal_entries WHERE account <> 'RTGS' GROUP BY currency, account
+      ), mismatches AS (
+        SELECT p.currency, json_agg(json_build_object('bic', p.bic, 'balance', p.balance_minor::text,
+                 'journal', coalesce(j.net, 0)::text)) AS list
+          FROM positions p LEFT JOIN journal_per_account j ON j.currency = p.currency AND j.account = p.bic
+         WHERE p.balance_minor <> coalesce(j.net, 0)
+         GROUP BY p.currency
+      )
+      SELECT c.currency,
+             coalesce(p.balance, 0)::text AS balance, coalesce(o.funded, 0)::text AS funded,
+             coalesce(o.defunded, 0)::text AS defunded, coalesce(p.reserved, 0)::text AS reserved,
+             coalesce(r.reserved, 0)::text AS reserved_transfers,
+             coalesce(j.debits, 0)::text AS debits, coalesce(j.credits, 0)::text AS credits,
+             coalesce(n.list, '[]') AS negative, coalesce(m.list, '[]') AS mismatches,
+             statement_timestamp() AS check_time
+        FROM currencies c
+        LEFT JOIN positions_by p USING (currency) LEFT JOIN operations_by o USING (currency)
+        LEFT JOIN reserved_by r USING (currency) LEFT JOIN journal_by j USING (currency)
+        LEFT JOIN negative n USING (currency) LEFT JOIN mismatches m USING (currency)
+       ORDER BY c.currency`);
+    await client.query('COMMIT');
+    return result.rows.map((r) => ({
+      currency: r.currency,
+      balanceTotalMinor: BigInt(r.balance),
+      fundedTotalMinor: BigInt(r.funded),
+      defundedTotalMinor: BigInt(r.defunded),
+      reservedTotalMinor: BigInt(r.reserved),
+      reservedTransfersTotalMinor: BigInt(r.reserved_transfers),
+      journalDebitTotalMinor: BigInt(r.debits),
+      journalCreditTotalMinor: BigInt(r.credits),
+      negativePositions: (r.negative as { bic: string; available: string }[]).map((n) => ({
+        bic: n.bic,
+        availableMinor: BigInt(n.available),
+      })),
+      journalMismatches: (r.mismatches as { bic: string; balance: string; journal: string }[]).map((m) => ({
+        bic: m.bic,
+        balanceMinor: BigInt(m.balance),
+        journalMinor: BigInt(m.journal),
+      })),
+      checkTime: r.check_time as Date,
+    }));
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
