@@ -49,6 +49,8 @@ const environment = z.object({
   CLEARING_BATCH_WAIT_MS: integer(0, 100, 0),
   CLEARING_BATCH_RETRY_MAX: integer(0, 20, 5),
   CLEARING_SHUTDOWN_GRACE_MS: integer(0, 600_000, 10_000),
+  CLEARING_RESERVATION_TIMEOUT_MS: integer(100, 600_000, 10_000),
+  CLEARING_EXPIRY_SWEEP_INTERVAL_MS: integer(10, 60_000, 200),
   CLEARING_SEED_DEMO: z.enum(['auto', 'always', 'never']).default('auto'),
 });
 
@@ -74,6 +76,10 @@ export interface Config {
   batchRetryMax: number;
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs: number;
+  /** How long a reservation waits for an EXPLICIT creditor's answer before it expires (AB05). */
+  reservationTimeoutMs: number;
+  /** How often each node looks for reservations past their timeout. */
+  expirySweepIntervalMs: number;
   /** Seed demo banks into a brand-new embedded database ('auto'), always, or never. */
   seedDemo: 'auto' | 'always' | 'never';
 }
@@ -112,6 +118,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchRetryMax: e.CLEARING_BATCH_RETRY_MAX,
     shutdownGraceMs: e.CLEARING_SHUTDOWN_GRACE_MS,
     seedDemo: e.CLEARING_SEED_DEMO,
+    reservationTimeoutMs: e.CLEARING_RESERVATION_TIMEOUT_MS,
+    expirySweepIntervalMs: e.CLEARING_EXPIRY_SWEEP_INTERVAL_MS,
   };
 }
 

@@ -8,6 +8,9 @@ import { countParticipants } from './store/participants.js';
 import { SettlementEngine } from './clearing/engine.js';
 import { ClearingCore } from './clearing/core.js';
 import { demoExampleCall, seedDemo } from './clearing/demo.js';
+import { EventHub } from './clearing/hub.js';
+import { ReservationExpirer } from './clearing/expiry.js';
+import { NotificationListener } from './store/notifications.js';
 import { clearingService } from './api/clearing-service.js';
 import { operatorService } from './api/operator-service.js';
 import { servingNames, startServer } from './api/server.js';
@@ -26,8 +29,8 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-/** The reservation timeout until creditor acceptance is configurable (SCT Inst execution limit). */
-const reservationTimeoutMs = 10_000;
+/** Most reservations one sweep queues for expiry. */
+const expirySweepTransfersMax = 1_000;
 
 export function splitAddress(address: string): { host: string; port: number } {
   const index = address.lastIndexOf(':');
@@ -57,6 +60,9 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
   };
 
   let engine: SettlementEngine | undefined;
+  let expirer: ReservationExpirer | undefined;
+  const hub = new EventHub();
+  const listener = new NotificationListener(location.url, (topic) => hub.notify(topic), () => hub.notifyAll(), logger.child({ component: 'notifications' }));
   try {
     const migrated = await migrate(pool, { log: (message) => logger.info(message) });
     logger.info({ applied: migrated.applied, alreadyApplied: migrated.alreadyApplied }, 'database schema ready');
@@ -70,12 +76,23 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         batchWaitMs: config.batchWaitMs,
         batchRetryMax: config.batchRetryMax,
         transferAmountMaxMinor: config.transferAmountMaxMinor,
-        reservationTimeoutMs,
+        reservationTimeoutMs: config.reservationTimeoutMs,
       },
       logger.child({ component: 'settlement' }),
+      (topics) => {
+        for (const topic of topics) hub.notify(topic);
+      },
     );
     engine.start();
-    const core = new ClearingCore(pool, engine);
+    await listener.start();
+    const core = new ClearingCore(pool, engine, hub);
+    expirer = new ReservationExpirer(
+      pool,
+      engine,
+      { sweepIntervalMs: config.expirySweepIntervalMs, sweepTransfersMax: expirySweepTransfersMax },
+      logger.child({ component: 'expiry' }),
+    );
+    expirer.start();
 
     const seed =
       config.seedDemo === 'always' || (config.seedDemo === 'auto' && location.embedded !== undefined && location.createdNow);
@@ -84,14 +101,23 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       logger.info('seeded demo participants ALPHDEFFXXX, BRAVFRPPXXX, CHRLITMMXXX (EUR 1,000,000.00 each) and gateway XBGWUS33XXX');
     }
 
+    // Aborted at shutdown: ends the long-lived streams so the server can drain.
+    const closing = new AbortController();
     const server = await startServer(config.grpcAddress, {
-      clearing: clearingService(core, { submitBatchTransfersMax: config.submitBatchTransfersMax }, logger),
+      clearing: clearingService(
+        core,
+        hub,
+        { submitBatchTransfersMax: config.submitBatchTransfersMax, finalWaitMaxMs: config.reservationTimeoutMs + 5_000 },
+        closing.signal,
+        logger,
+      ),
       operator: operatorService(core, logger),
     });
     const address = `${host}:${server.port}`;
 
     let stopping: Promise<void> | undefined;
     const running = engine;
+    const sweeper = expirer;
     const stop = () =>
       (stopping ??= (async () => {
         for (const name of servingNames) server.health.setStatus(name, 'NOT_SERVING');
@@ -99,15 +125,22 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
           logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight calls did not finish in time; cancelling them');
           server.server.forceShutdown();
         }, config.shutdownGraceMs);
+        // Streams never finish by themselves: wake them so they see the node is stopping.
+        closing.abort();
+        hub.notifyAll();
         await new Promise<void>((resolve) => server.server.tryShutdown(() => resolve()));
         clearTimeout(grace);
+        await sweeper.stop();
         await running.stop();
+        await listener.stop();
         await stopDatabase();
         logger.info('node stopped');
       })());
     return { address, port: server.port, pool, core, engine, exampleCall: seed ? demoExampleCall(address) : undefined, stop };
   } catch (error) {
+    await expirer?.stop();
     await engine?.stop();
+    await listener.stop();
     await stopDatabase();
     throw error;
   }

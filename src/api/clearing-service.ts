@@ -19,17 +19,41 @@ import { ClearingError, invalidArgument, type FieldViolation } from '../clearing
 import type { ClearingCore, TransferOutcome } from '../clearing/core.js';
 import { isValidUetr, validateCreditTransfer } from '../clearing/validation.js';
 import { requireParticipant } from './auth.js';
-import { instructionFromProto, positionToProto, transferRecordToProto, transferResultToProto } from './convert.js';
+import { creditTransferToProto, instructionFromProto, positionToProto, transferRecordToProto, transferResultToProto } from './convert.js';
 import { traceIdOf, unary, unimplemented, type CallInfo } from './handlers.js';
 import { toStatus } from './status.js';
+import { callContextOf } from './handlers.js';
+import { principalOf } from './auth.js';
+import { writeWithBackPressure } from './streams.js';
+import type { EventHub } from '../clearing/hub.js';
+import type { TransferRow } from '../store/rows.js';
+import { CreditorDecision, type InboundTransfer } from '../gen/clearing/v1/transfer.js';
+import type { StreamInboundTransfersRequest, StreamInboundTransfersResponse, TransferAnswer } from '../gen/clearing/v1/clearing_service.js';
 import type { Logger } from '../telemetry/logger.js';
 
 export interface ClearingServiceLimits {
   /** Most transfers in one SubmitTransfers call. */
   submitBatchTransfersMax: number;
+  /** Longest a `wait_for_final` call waits when it has no deadline of its own. */
+  finalWaitMaxMs: number;
 }
 
-export function clearingService(core: ClearingCore, limits: ClearingServiceLimits, logger: Logger): ClearingServiceServer {
+/** Most answers in one RespondToTransfers call. */
+export const respondBatchAnswersMax = 1_000;
+/** Most inbound transfers read from the database per page of a stream. */
+export const inboundPageTransfersMax = 500;
+/** How often an idle inbound stream re-reads when no wake-up came. */
+export const inboundPollMs = 1_000;
+/** A `wait_for_final` call answers this long before its deadline, so the RESERVED result still arrives. */
+const deadlineMarginMs = 50;
+
+export function clearingService(
+  core: ClearingCore,
+  hub: EventHub,
+  limits: ClearingServiceLimits,
+  closing: AbortSignal,
+  logger: Logger,
+): ClearingServiceServer {
   /** Validates every transfer, checks the caller is each one's debtor agent, and submits them as one unit. */
   async function submit(transfers: CreditTransfer[], fieldOf: (i: number) => string, info: CallInfo): Promise<TransferOutcome[]> {
     const caller = requireParticipant(info.principal);
@@ -47,13 +71,69 @@ export function clearingService(core: ClearingCore, limits: ClearingServiceLimit
     return core.submitTransfers(transfers.map(instructionFromProto), { receivedAt: info.receivedAt, traceId: traceIdOf(info.metadata) }, info.call);
   }
 
+  /** Waits for RESERVED transfers to become final, bounded by the call's deadline. */
+  async function waitForFinal(transfers: TransferRow[], info: CallInfo): Promise<TransferRow[]> {
+    const deadlineMs = Math.min(info.call.deadlineMs - deadlineMarginMs, Date.now() + limits.finalWaitMaxMs);
+    return Promise.all(transfers.map((t) => (t.status === 'RESERVED' ? core.waitForFinal(t, deadlineMs, closing) : t)));
+  }
+
+  async function respond(answers: TransferAnswer[], fieldOf: (i: number) => string, info: CallInfo): Promise<TransferResult[]> {
+    const caller = requireParticipant(info.principal);
+    const outcomes = await core.respond(
+      caller,
+      answers.map((a) => ({
+        uetr: a.uetr,
+        decision: a.decision === CreditorDecision.CREDITOR_DECISION_ACCEPT ? 'ACCEPT' : a.decision === CreditorDecision.CREDITOR_DECISION_REJECT ? 'REJECT' : 'UNSPECIFIED',
+        reasonCode: a.reasonCode,
+      })),
+      fieldOf,
+      info.call,
+    );
+    return outcomes.map((o) => {
+      if (o.kind === 'error') throw o.error;
+      // A repeated answer returns the final result; it is not itself a new outcome.
+      return transferResultToProto(o.transfer, o.replayed);
+    });
+  }
+
+  /**
+   * The creditor's stream: every pending transfer first, then new ones as they
+   * are reserved, each once per connection, in inbound sequence order. Reads
+   * a page only when the client has taken the last one (back-pressure), so a
+   * slow client holds no more than a page in memory.
+   */
+  async function streamInbound(call: ServerWritableStream<StreamInboundTransfersRequest, StreamInboundTransfersResponse>): Promise<void> {
+    const caller = requireParticipant(principalOf(call.metadata));
+    const gone = new AbortController();
+    const stop = () => gone.abort();
+    call.on('cancelled', stop);
+    call.on('close', stop);
+    closing.addEventListener('abort', stop, { once: true });
+    try {
+      let cursor = 0n;
+      while (!gone.signal.aborted) {
+        const page = await core.inboundAfter(caller, cursor, inboundPageTransfersMax);
+        for (const t of page) {
+          if (gone.signal.aborted) return;
+          await writeWithBackPressure(call, { transfer: inboundToProto(t) }, gone.signal);
+          cursor = t.creditorSequence ?? cursor;
+        }
+        if (page.length < inboundPageTransfersMax) await hub.wait(`inbound:${caller}`, inboundPollMs, gone.signal);
+      }
+    } finally {
+      closing.removeEventListener('abort', stop);
+      if (!call.cancelled && closing.aborted) call.end();
+    }
+  }
+
   return {
     submitTransfer: unary(logger, async (request: SubmitTransferRequest, info): Promise<SubmitTransferResponse> => {
       const transfer = request.transfer;
       const [outcome] = await submit(transfer === undefined ? [undefined as never] : [transfer], () => 'transfer', info);
       if (outcome === undefined) throw new ClearingError('INTERNAL', 'NO_OUTCOME', 'no outcome for the transfer');
       if (outcome.kind === 'error') throw outcome.error;
-      return { result: transferResultToProto(outcome.transfer, outcome.replayed) };
+      const [final] = request.waitForFinal ? await waitForFinal([outcome.transfer], info) : [outcome.transfer];
+      return { result: transferResultToProto(final ?? outcome.transfer, outcome.replayed) };
     }),
 
     submitTransfers: unary(logger, async (request: SubmitTransfersRequest, info): Promise<SubmitTransfersResponse> => {
@@ -62,8 +142,12 @@ export function clearingService(core: ClearingCore, limits: ClearingServiceLimit
         throw invalidArgument([{ field: 'transfers', description: `must hold 1 to ${limits.submitBatchTransfersMax} transfers (got ${count})` }]);
       }
       const outcomes = await submit(request.transfers, (i) => `transfers[${i}]`, info);
+      const settled = request.waitForFinal
+        ? await waitForFinal(outcomes.flatMap((o) => (o.kind === 'transfer' ? [o.transfer] : [])), info)
+        : [];
+      const finals = new Map(settled.map((t) => [t.instructionId, t]));
       const results = outcomes.map((outcome, i): TransferResult => {
-        if (outcome.kind === 'transfer') return transferResultToProto(outcome.transfer, outcome.replayed);
+        if (outcome.kind === 'transfer') return transferResultToProto(finals.get(outcome.transfer.instructionId) ?? outcome.transfer, outcome.replayed);
         // An instruction id reused with other content is this item's problem alone:
         // it is answered in place, not stored, and the rest of the batch stands.
         if (outcome.error.reason === 'INSTRUCTION_ID_REUSED') return reusedInstructionResult(request.transfers[i] as CreditTransfer, outcome.error);
@@ -92,22 +176,34 @@ export function clearingService(core: ClearingCore, limits: ClearingServiceLimit
       throw unimplemented('ListConfirmations', 'settlement confirmations');
     }),
 
-    respondToTransfer: unary(logger, async (): Promise<RespondToTransferResponse> => {
-      throw unimplemented('RespondToTransfer', 'creditor acceptance');
+    respondToTransfer: unary(logger, async (request, info): Promise<RespondToTransferResponse> => {
+      if (request.answer === undefined) throw invalidArgument([{ field: 'answer', description: 'is required' }]);
+      const [result] = await respond([request.answer], () => 'answer', info);
+      return { result };
     }),
 
-    respondToTransfers: unary(logger, async (): Promise<RespondToTransfersResponse> => {
-      throw unimplemented('RespondToTransfers', 'creditor acceptance');
+    respondToTransfers: unary(logger, async (request, info): Promise<RespondToTransfersResponse> => {
+      const count = request.answers.length;
+      if (count === 0 || count > respondBatchAnswersMax) {
+        throw invalidArgument([{ field: 'answers', description: `must hold 1 to ${respondBatchAnswersMax} answers (got ${count})` }]);
+      }
+      return { results: await respond(request.answers, (i) => `answers[${i}]`, info) };
     }),
 
     streamConfirmations: (call: ServerWritableStream<unknown, unknown>) => {
       call.emit('error', toStatus(unimplemented('StreamConfirmations', 'settlement confirmations'), logger));
     },
 
-    streamInboundTransfers: (call: ServerWritableStream<unknown, unknown>) => {
-      call.emit('error', toStatus(unimplemented('StreamInboundTransfers', 'creditor acceptance'), logger));
+    streamInboundTransfers: (call: ServerWritableStream<StreamInboundTransfersRequest, StreamInboundTransfersResponse>) => {
+      streamInbound(call).catch((error: unknown) => {
+        if (!call.cancelled) call.emit('error', toStatus(error, logger));
+      });
     },
   };
+}
+
+function inboundToProto(t: TransferRow): InboundTransfer {
+  return { transfer: creditTransferToProto(t), reservedTime: t.reservedAt ?? undefined, expireTime: t.expireAt ?? undefined };
 }
 
 function reusedInstructionResult(t: CreditTransfer, error: ClearingError): TransferResult {

@@ -60,7 +60,23 @@ export interface PositionOperation {
   digest: Buffer;
 }
 
-export type Operation = TransferOperation | PositionOperation;
+/** The creditor agent's answer to a reserved transfer (pacs.002 ACCP or RJCT). */
+export interface AnswerOperation {
+  kind: 'answer';
+  /** The transfer as read before queueing: its parties and amount never change. */
+  transfer: TransferRow;
+  decision: 'ACCEPT' | 'REJECT';
+  /** ISO 20022 reason code of a reject; empty on accept. */
+  reasonCode: string;
+}
+
+/** Ends a reservation whose timeout has passed (AB05). */
+export interface ExpireOperation {
+  kind: 'expire';
+  transfer: TransferRow;
+}
+
+export type Operation = TransferOperation | PositionOperation | AnswerOperation | ExpireOperation;
 
 export type OperationOutcome =
   | { kind: 'transfer'; transfer: TransferRow; replayed: boolean }
@@ -93,6 +109,13 @@ export function batchKeys(operations: readonly Operation[]): BatchKeys {
       if (t.intermediaryAgent !== '') participants.add(t.intermediaryAgent);
       instructions.push({ debtorAgent: t.debtorAgent, instructionId: t.instructionId });
       uetrs.add(t.uetr);
+    } else if (op.kind === 'answer' || op.kind === 'expire') {
+      const t = op.transfer;
+      addPosition(t.debtorAgent, t.currency);
+      addPosition(t.creditorAgent, t.currency);
+      participants.add(t.debtorAgent).add(t.creditorAgent);
+      if (t.intermediaryAgent !== '') participants.add(t.intermediaryAgent);
+      instructions.push({ debtorAgent: t.debtorAgent, instructionId: t.instructionId });
     } else {
       addPosition(op.bic, op.currency);
       participants.add(op.bic);
@@ -127,9 +150,13 @@ export function decideBatch(
 
   const changedPositions = new Set<PositionRow>();
   const sequenced = new Set<ParticipantLockRow>();
+  const inserted = new Set<TransferRow>();
+  const notified = new Set<string>();
   const writes: BatchWrites = {
     operations: 0,
     transfers: [],
+    finalizedTransfers: [],
+    notifications: [],
     positions: [],
     participantSequences: [],
     journal: [],
@@ -142,6 +169,7 @@ export function decideBatch(
     if (participant === undefined || row.finalAt === null || row.status === 'RESERVED') return;
     participant.confirmationSequence += 1n;
     sequenced.add(participant);
+    notified.add(`confirmations:${bic}`);
     writes.confirmations.push({
       bic,
       sequence: participant.confirmationSequence,
@@ -159,6 +187,68 @@ export function decideBatch(
     confirm(row.debtorAgent, 'DEBTOR', row);
     confirm(row.creditorAgent, 'CREDITOR', row);
     if (row.intermediaryAgent !== '') confirm(row.intermediaryAgent, 'INTERMEDIARY', row);
+  };
+
+  /** Moves the money: debit the debtor, credit the creditor, two journal entries. */
+  const settle = (row: TransferRow, from: PositionRow, to: PositionRow) => {
+    from.balanceMinor -= row.amountMinor;
+    to.balanceMinor += row.amountMinor;
+    changedPositions.add(from).add(to);
+    writes.journal.push(
+      journalEntry(row.currency, row.debtorAgent, row.amountMinor, 0n, row),
+      journalEntry(row.currency, row.creditorAgent, 0n, row.amountMinor, row),
+    );
+  };
+
+  /**
+   * Brings a stored RESERVED transfer to its final status: release the
+   * reservation, settle if accepted, confirm to every party.
+   */
+  const finalize = (current: TransferRow, status: 'SETTLED' | 'REJECTED' | 'EXPIRED', reasonCode: string, reason: string): TransferRow => {
+    const debtorPosition = positions.get(positionKey(current.debtorAgent, current.currency));
+    const creditorPosition = positions.get(positionKey(current.creditorAgent, current.currency));
+    if (debtorPosition === undefined || creditorPosition === undefined) {
+      // Positions are never removed, so a reserved transfer always has both.
+      throw new Error(`positions of reserved transfer ${current.uetr} are missing`);
+    }
+    debtorPosition.reservedMinor -= current.amountMinor;
+    changedPositions.add(debtorPosition);
+    const row: TransferRow = { ...current, status, reasonCode, reason, finalAt: now, expireAt: current.expireAt, batchId: snapshot.batchId };
+    if (status === 'SETTLED') settle(row, debtorPosition, creditorPosition);
+    transfers.set(instructionKey(row.debtorAgent, row.instructionId), row);
+    writes.finalizedTransfers.push(row);
+    confirmAll(row);
+    return row;
+  };
+
+  const isDue = (t: TransferRow) => t.expireAt !== null && t.expireAt.getTime() <= now.getTime();
+
+  const decideAnswer = (op: AnswerOperation): OperationOutcome => {
+    const current = transfers.get(instructionKey(op.transfer.debtorAgent, op.transfer.instructionId));
+    if (current === undefined) {
+      return { kind: 'error', error: new ClearingError('NOT_FOUND', 'TRANSFER_NOT_FOUND', `no transfer with uetr ${op.transfer.uetr}`) };
+    }
+    // Answered before, or expired: the final result again.
+    if (current.status !== 'RESERVED' || inserted.has(current)) return { kind: 'transfer', transfer: current, replayed: true };
+    // The answer came too late: the reservation expires now, and that is the outcome.
+    if (isDue(current)) return { kind: 'transfer', transfer: finalize(current, 'EXPIRED', 'AB05', reasons.AB05), replayed: false };
+    const row =
+      op.decision === 'ACCEPT'
+        ? finalize(current, 'SETTLED', '', '')
+        : finalize(current, 'REJECTED', op.reasonCode, creditorRejectionReason(op.reasonCode));
+    return { kind: 'transfer', transfer: row, replayed: false };
+  };
+
+  const decideExpiry = (op: ExpireOperation): OperationOutcome => {
+    const current = transfers.get(instructionKey(op.transfer.debtorAgent, op.transfer.instructionId));
+    if (current === undefined) {
+      return { kind: 'error', error: new ClearingError('NOT_FOUND', 'TRANSFER_NOT_FOUND', `no transfer with uetr ${op.transfer.uetr}`) };
+    }
+    // Another node or an answer got there first, or it is not due yet: nothing to do.
+    if (current.status !== 'RESERVED' || inserted.has(current) || !isDue(current)) {
+      return { kind: 'transfer', transfer: current, replayed: true };
+    }
+    return { kind: 'transfer', transfer: finalize(current, 'EXPIRED', 'AB05', reasons.AB05), replayed: false };
   };
 
   const decideTransfer = (op: TransferOperation): OperationOutcome => {
@@ -214,6 +304,7 @@ export function decideBatch(
       finalAt: null,
       expireAt: null,
       traceId: op.traceId,
+      creditorSequence: null,
       batchId: snapshot.batchId,
     };
     if (rejection !== undefined) {
@@ -222,27 +313,25 @@ export function decideBatch(
       row.finalAt = now;
     } else if (creditor?.acceptanceMode === 'EXPLICIT') {
       // Two-phase: hold the amount until the creditor agent answers or the reservation expires.
+      // The creditor's inbound sequence orders its stream of transfers waiting for an answer.
       const position = debtorPosition as PositionRow;
       position.reservedMinor += t.amountMinor;
       changedPositions.add(position);
+      creditor.inboundSequence += 1n;
+      sequenced.add(creditor);
+      notified.add(`inbound:${creditor.bic}`);
       row.status = 'RESERVED';
       row.reservedAt = now;
       row.expireAt = new Date(now.getTime() + rules.reservationTimeoutMs);
+      row.creditorSequence = creditor.inboundSequence;
     } else {
-      const from = debtorPosition as PositionRow;
-      const to = creditorPosition as PositionRow;
-      from.balanceMinor -= t.amountMinor;
-      to.balanceMinor += t.amountMinor;
-      changedPositions.add(from).add(to);
       row.status = 'SETTLED';
       row.reservedAt = now;
       row.finalAt = now;
-      writes.journal.push(
-        journalEntry(t.currency, t.debtorAgent, t.amountMinor, 0n, row),
-        journalEntry(t.currency, t.creditorAgent, 0n, t.amountMinor, row),
-      );
+      settle(row, debtorPosition as PositionRow, creditorPosition as PositionRow);
     }
     transfers.set(key, row);
+    inserted.add(row);
     if (row.reasonCode !== 'DUPL') uetrsInUse.add(t.uetr);
     writes.transfers.push(row);
     confirmAll(row);
@@ -336,19 +425,50 @@ export function decideBatch(
     return { kind: 'position', position: { ...position }, replayed: false };
   };
 
-  const result = operations.map((op) => (op.kind === 'transfer' ? decideTransfer(op) : decidePositionOperation(op)));
+  const result = operations.map((op): OperationOutcome => {
+    switch (op.kind) {
+      case 'transfer':
+        return decideTransfer(op);
+      case 'answer':
+        return decideAnswer(op);
+      case 'expire':
+        return decideExpiry(op);
+      default:
+        return decidePositionOperation(op);
+    }
+  });
 
   for (const p of changedPositions) {
     p.updatedAt = now;
     writes.positions.push(p);
   }
-  for (const p of sequenced) writes.participantSequences.push({ bic: p.bic, confirmationSequence: p.confirmationSequence });
-  writes.operations = writes.transfers.length + writes.positionOperations.length;
+  for (const p of sequenced) {
+    writes.participantSequences.push({ bic: p.bic, confirmationSequence: p.confirmationSequence, inboundSequence: p.inboundSequence });
+  }
+  writes.notifications = [...notified];
+  writes.operations = writes.transfers.length + writes.finalizedTransfers.length + writes.positionOperations.length;
   return { writes, result };
 }
 
 export function available(p: Pick<PositionRow, 'balanceMinor' | 'debitCapMinor' | 'reservedMinor'>): bigint {
   return p.balanceMinor + p.debitCapMinor - p.reservedMinor;
+}
+
+/** The sentence for a creditor agent's reject reason code. */
+export function creditorRejectionReason(code: string): string {
+  const known: Record<string, string> = {
+    AC01: 'The creditor account number is incorrect.',
+    AC04: 'The creditor account is closed.',
+    AC06: 'The creditor account is blocked.',
+    AG01: 'The transaction is forbidden on the creditor account.',
+    AM09: 'The amount is not the amount agreed or expected.',
+    BE01: 'The creditor name does not match the account holder.',
+    FR01: 'Rejected by the creditor agent for suspected fraud.',
+    MS02: 'Rejected by the creditor for a reason it did not specify.',
+    MS03: 'Rejected by the creditor agent for a reason it did not specify.',
+    RR04: 'Rejected by the creditor agent for regulatory reasons.',
+  };
+  return known[code] ?? `Rejected by the creditor agent with reason code ${code}.`;
 }
 
 function journalEntry(currency: string, account: string, debitMinor: bigint, creditMinor: bigint, row: TransferRow) {

@@ -8,7 +8,8 @@ import type { CallContext, SettlementEngine } from './engine.js';
 import type { OperationOutcome, PositionOperation, TransferInstruction } from './batch.js';
 import { available } from './batch.js';
 import { decodePageToken, encodePageToken, pageSize } from './pagination.js';
-import { isValidCurrency, limits, validateBicField as validateBic } from './validation.js';
+import { isValidCurrency, isValidUetr, limits, validateBicField as validateBic } from './validation.js';
+import type { EventHub } from './hub.js';
 import {
   insertParticipant,
   selectParticipant,
@@ -19,9 +20,11 @@ import {
 import {
   selectPositionsOf,
   selectPositionsPage,
+  selectInboundAfter,
   selectReconciliation,
   selectTransferByInstruction,
   selectTransfersByUetr,
+  selectTransfersByUetrs,
   selectTransfersPage,
   type ReconciliationTotals,
 } from '../store/reads.js';
@@ -50,6 +53,15 @@ export type ParticipantField = 'name' | 'status' | 'acceptance_mode' | 'settleme
 export type TransferOutcome =
   | { kind: 'transfer'; transfer: TransferRow; replayed: boolean }
   | { kind: 'error'; error: ClearingError };
+
+export interface TransferAnswerInput {
+  uetr: string;
+  decision: 'ACCEPT' | 'REJECT' | 'UNSPECIFIED';
+  reasonCode: string;
+}
+
+/** How often a waiter re-reads a transfer when no wake-up came (a lost notification only delays). */
+export const finalWaitPollMs = 500;
 
 export interface Violation {
   invariant: string;
@@ -96,6 +108,7 @@ export class ClearingCore {
   constructor(
     private readonly db: pg.Pool,
     private readonly engine: SettlementEngine,
+    private readonly hub: EventHub,
   ) {}
 
   // --- participants -------------------------------------------------------
@@ -275,6 +288,65 @@ export class ClearingCore {
       if (o.kind === 'position') return { kind: 'error', error: new ClearingError('INTERNAL', 'WRONG_OUTCOME', 'unexpected outcome kind') };
       return o;
     });
+  }
+
+  /**
+   * Waits until a RESERVED transfer is final or `deadlineMs` passes, whichever
+   * comes first, and returns it as it then stands.
+   */
+  async waitForFinal(t: TransferRow, deadlineMs: number, abort?: AbortSignal): Promise<TransferRow> {
+    let current = t;
+    while (current.status === 'RESERVED' && !abort?.aborted) {
+      const remainingMs = deadlineMs - Date.now();
+      if (remainingMs <= 0) break;
+      // The debtor agent gets a confirmation when the transfer becomes final.
+      await this.hub.wait(`confirmations:${t.debtorAgent}`, Math.min(remainingMs, finalWaitPollMs), abort);
+      current = (await selectTransferByInstruction(this.db, t.debtorAgent, t.instructionId)) ?? current;
+    }
+    return current;
+  }
+
+  /**
+   * The creditor agent's answers to reserved transfers; one outcome per answer,
+   * in order. `fieldOf(i)` names answer i in field violations.
+   */
+  async respond(
+    creditorBic: string,
+    answers: readonly TransferAnswerInput[],
+    fieldOf: (i: number) => string,
+    call: CallContext,
+  ): Promise<TransferOutcome[]> {
+    const violations: FieldViolation[] = [];
+    answers.forEach((a, i) => {
+      if (!isValidUetr(a.uetr)) violations.push({ field: `${fieldOf(i)}.uetr`, description: 'must be a UUIDv4' });
+      if (a.decision === 'UNSPECIFIED') violations.push({ field: `${fieldOf(i)}.decision`, description: 'must be ACCEPT or REJECT' });
+      if (a.decision === 'REJECT' && !/^[A-Z0-9]{4}$/.test(a.reasonCode)) {
+        violations.push({ field: `${fieldOf(i)}.reason_code`, description: 'a reject needs an ISO 20022 reason code of four upper-case letters or digits (e.g. AC04)' });
+      }
+      if (a.decision === 'ACCEPT' && a.reasonCode !== '') {
+        violations.push({ field: `${fieldOf(i)}.reason_code`, description: 'must be empty on accept' });
+      }
+    });
+    if (violations.length > 0) throw invalidArgument(violations);
+    const found = new Map((await selectTransfersByUetrs(this.db, answers.map((a) => a.uetr.toLowerCase()))).map((t) => [t.uetr, t]));
+    const operations = answers.map((a, i) => {
+      const transfer = found.get(a.uetr.toLowerCase());
+      // A transfer addressed to someone else is not disclosed: both cases read NOT_FOUND or PERMISSION_DENIED by role.
+      if (transfer === undefined || !isParty(transfer, creditorBic)) {
+        throw new ClearingError('NOT_FOUND', 'TRANSFER_NOT_FOUND', `${fieldOf(i)}.uetr: no transfer ${a.uetr} involves ${creditorBic}`);
+      }
+      if (transfer.creditorAgent !== creditorBic) {
+        throw new ClearingError('PERMISSION_DENIED', 'NOT_CREDITOR_AGENT', `${fieldOf(i)}: only the creditor agent ${transfer.creditorAgent} may answer transfer ${a.uetr}`);
+      }
+      return { kind: 'answer' as const, transfer, decision: a.decision as 'ACCEPT' | 'REJECT', reasonCode: a.reasonCode };
+    });
+    const outcomes = await this.engine.submit(operations, call);
+    return outcomes.map((o): TransferOutcome => (o.kind === 'position' ? { kind: 'error', error: new ClearingError('INTERNAL', 'WRONG_OUTCOME', 'unexpected outcome kind') } : o));
+  }
+
+  /** Reserved transfers addressed to the creditor agent, after a point of its inbound sequence. */
+  async inboundAfter(creditorBic: string, afterSequence: bigint, limit: number): Promise<TransferRow[]> {
+    return selectInboundAfter(this.db, creditorBic, afterSequence, limit);
   }
 
   /** A transfer the caller is a party to; NOT_FOUND otherwise (existence is not disclosed to others). */

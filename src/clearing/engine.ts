@@ -52,6 +52,8 @@ export class SettlementEngine {
     private readonly nodeId: string,
     private readonly limits: EngineLimits,
     private readonly logger: Logger,
+    /** Called after each commit with the topics the batch touched (`inbound:<BIC>`, `confirmations:<BIC>`). */
+    private readonly onCommitted: (topics: readonly string[]) => void = () => {},
   ) {
     if (limits.batchOperationsMax < 1 || limits.queueOperationsMax < limits.batchOperationsMax) {
       throw new Error('engine limits: need 1 <= batchOperationsMax <= queueOperationsMax');
@@ -168,15 +170,19 @@ export class SettlementEngine {
     const keys = batchKeys(operations);
     for (let attempt = 0; ; attempt++) {
       const startedMs = performance.now();
+      let topics: readonly string[] = [];
       try {
-        const outcomes = await runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) =>
-          decideBatch(operations, snapshot, {
+        const outcomes = await runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) => {
+          const decided = decideBatch(operations, snapshot, {
             transferAmountMaxMinor: this.limits.transferAmountMaxMinor,
             reservationTimeoutMs: this.limits.reservationTimeoutMs,
             now: new Date(),
-          }),
-        );
+          });
+          topics = decided.writes.notifications;
+          return decided;
+        });
         this.batchesCommitted++;
+        this.onCommitted(topics);
         this.logger.debug(
           { operations: batch.length, attempt, durationMs: Math.round((performance.now() - startedMs) * 1000) / 1000 },
           'settlement batch committed',

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { transferColumns, transferFromRaw } from './settlement.js';
 import type { PositionRow, TransferRow, TransferStatusName } from './rows.js';
 
+
 const positionColumns = `bic, currency, balance_minor::text, reserved_minor::text, debit_cap_minor::text, updated_at`;
 
 function positionFromRow(r: Record<string, unknown>): PositionRow {
@@ -180,4 +181,38 @@ export async function selectReconciliation(db: pg.Pool): Promise<ReconciliationT
   } finally {
     client.release();
   }
+}
+
+/** The transfers (not DUPL rejections) with these UETRs, any status: what creditor answers refer to. */
+export async function selectTransfersByUetrs(db: pg.Pool, uetrs: readonly string[]): Promise<TransferRow[]> {
+  const result = await db.query({
+    name: 'transfers_by_uetrs',
+    text: `SELECT ${transferColumns} FROM transfers t WHERE t.uetr = ANY($1::uuid[]) AND t.reason_code <> 'DUPL'`,
+    values: [uetrs],
+  });
+  return result.rows.map(transferFromRaw);
+}
+
+/** RESERVED transfers whose reservation timeout has passed, oldest deadline first. */
+export async function selectDueReservations(db: pg.Pool, limit: number): Promise<TransferRow[]> {
+  const result = await db.query({
+    name: 'transfers_due_reservations',
+    text: `SELECT ${transferColumns} FROM transfers t
+            WHERE t.status = 'RESERVED' AND t.expire_at <= now()
+            ORDER BY t.expire_at LIMIT $1`,
+    values: [limit],
+  });
+  return result.rows.map(transferFromRaw);
+}
+
+/** Transfers waiting for this creditor agent's answer, after a point of its inbound sequence. */
+export async function selectInboundAfter(db: pg.Pool, creditorAgent: string, afterSequence: bigint, limit: number): Promise<TransferRow[]> {
+  const result = await db.query({
+    name: 'transfers_inbound_after',
+    text: `SELECT ${transferColumns} FROM transfers t
+            WHERE t.creditor_agent = $1 AND t.status = 'RESERVED' AND t.creditor_sequence > $2
+            ORDER BY t.creditor_sequence LIMIT $3`,
+    values: [creditorAgent, afterSequence.toString(), limit],
+  });
+  return result.rows.map(transferFromRaw);
 }

@@ -34,6 +34,7 @@ export interface ParticipantLockRow {
   status: ParticipantStatusName;
   acceptanceMode: AcceptanceModeName;
   confirmationSequence: bigint;
+  inboundSequence: bigint;
 }
 
 export interface TransferRow {
@@ -59,6 +60,8 @@ export interface TransferRow {
   finalAt: Date | null;
   expireAt: Date | null;
   traceId: string;
+  /** The creditor agent's inbound sequence number; set when reserved for an EXPLICIT creditor. */
+  creditorSequence: bigint | null;
   batchId: bigint;
 }
 
@@ -122,10 +125,15 @@ export interface BatchSnapshot {
 /** Everything a batch writes, set-based, in one statement. */
 export interface BatchWrites {
   operations: number;
+  /** New transfers. */
   transfers: TransferRow[];
+  /** Stored RESERVED transfers that reached their final status in this batch. */
+  finalizedTransfers: TransferRow[];
   positions: PositionRow[];
-  participantSequences: { bic: string; confirmationSequence: bigint }[];
+  participantSequences: { bic: string; confirmationSequence: bigint; inboundSequence: bigint }[];
   journal: JournalRow[];
   positionOperations: PositionOperationRow[];
   confirmations: ConfirmationRow[];
+  /** Participants with new inbound transfers or confirmations, to wake their streams. */
+  notifications: string[];
 }

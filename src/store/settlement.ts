@@ -17,6 +17,8 @@ import type {
   BatchKeys,
   BatchSnapshot,
   BatchWrites,
+  ConfirmationRow,
+  JournalRow,
   ParticipantLockRow,
   PositionOperationRow,
   PositionRow,
@@ -35,7 +37,8 @@ const lockPositionsSql = `
 // Bigints travel as text inside JSON: JSON numbers would lose precision.
 const readSnapshotSql = `
   WITH locked_participants AS (
-    SELECT bic, kind, status, acceptance_mode, confirmation_sequence::text AS confirmation_sequence
+    SELECT bic, kind, status, acceptance_mode, confirmation_sequence::text AS confirmation_sequence,
+           inbound_sequence::text AS inbound_sequence
       FROM participants WHERE bic = ANY($1::text[])
      ORDER BY bic
        FOR UPDATE
@@ -45,7 +48,8 @@ const readSnapshotSql = `
            t.debtor_name, t.debtor_iban, t.creditor_name, t.creditor_iban,
            t.remittance_information, encode(t.request_digest, 'hex') AS request_digest,
            t.status, t.reason_code, t.reason, t.received_at, t.reserved_at, t.final_at,
-           t.expire_at, t.trace_id, t.batch_id::text AS batch_id
+           t.expire_at, t.trace_id, t.creditor_sequence::text AS creditor_sequence,
+           t.batch_id::text AS batch_id
       FROM transfers t
       JOIN unnest($2::text[], $3::text[]) AS k(debtor_agent, instruction_id)
         ON t.debtor_agent = k.debtor_agent AND t.instruction_id = k.instruction_id
@@ -66,131 +70,139 @@ const readSnapshotSql = `
          (SELECT coalesce(json_agg(u.uetr), '[]') FROM used_uetrs u) AS uetrs,
          (SELECT coalesce(json_agg(o), '[]') FROM known_operations o) AS operations`;
 
-const writeBatchSql = `
+/** The channel on which committed batches announce `inbound:<BIC>` and `confirmations:<BIC>`. */
+export const eventsChannel = 'clearing_events';
+
+/**
+ * Builds the write statement and its parameters together: every column is one
+ * array parameter, unnested set-based. The text depends only on the shape, so
+ * it is prepared once per connection under one name.
+ */
+function writeBatch(batchId: bigint, nodeId: string, w: BatchWrites, now: Date): { text: string; values: unknown[] } {
+  const values: unknown[] = [];
+  const param = (value: unknown, cast: string) => {
+    values.push(value);
+    return `$${values.length}::${cast}`;
+  };
+  const unnest = <T>(rows: readonly T[], cols: [cast: string, get: (row: T) => unknown][]) =>
+    `unnest(${cols.map(([cast, get]) => param(rows.map(get), `${cast}[]`)).join(', ')})`;
+  const str = (v: bigint) => v.toString();
+  const batch = param(str(batchId), 'bigint');
+
+  const text = `
   WITH batch AS (
-    INSERT INTO settlement_batches (id, node_id, operations) VALUES ($1, $2, $3)
+    INSERT INTO settlement_batches (id, node_id, operations)
+    VALUES (${batch}, ${param(nodeId, 'text')}, ${param(w.operations, 'integer')})
   ), new_transfers AS (
     INSERT INTO transfers (debtor_agent, instruction_id, end_to_end_id, uetr, creditor_agent,
       intermediary_agent, currency, amount_minor, debtor_name, debtor_iban, creditor_name,
       creditor_iban, remittance_information, request_digest, status, reason_code, reason,
-      received_at, reserved_at, final_at, expire_at, trace_id, batch_id)
-    SELECT t.*, $1 FROM unnest($4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[],
-      $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[],
-      $15::text[], $16::text[], $17::bytea[], $18::text[], $19::text[], $20::text[],
-      $21::timestamptz[], $22::timestamptz[], $23::timestamptz[], $24::timestamptz[], $25::text[]) AS t
+      received_at, reserved_at, final_at, expire_at, trace_id, creditor_sequence, batch_id)
+    SELECT t.*, ${batch} FROM ${unnest<TransferRow>(w.transfers, [
+      ['text', (t) => t.debtorAgent],
+      ['text', (t) => t.instructionId],
+      ['text', (t) => t.endToEndId],
+      ['uuid', (t) => t.uetr],
+      ['text', (t) => t.creditorAgent],
+      ['text', (t) => t.intermediaryAgent],
+      ['text', (t) => t.currency],
+      ['bigint', (t) => str(t.amountMinor)],
+      ['text', (t) => t.debtorName],
+      ['text', (t) => t.debtorIban],
+      ['text', (t) => t.creditorName],
+      ['text', (t) => t.creditorIban],
+      ['text', (t) => t.remittanceInformation],
+      ['bytea', (t) => t.requestDigest],
+      ['text', (t) => t.status],
+      ['text', (t) => t.reasonCode],
+      ['text', (t) => t.reason],
+      ['timestamptz', (t) => t.receivedAt],
+      ['timestamptz', (t) => t.reservedAt],
+      ['timestamptz', (t) => t.finalAt],
+      ['timestamptz', (t) => t.expireAt],
+      ['text', (t) => t.traceId],
+      ['bigint', (t) => (t.creditorSequence === null ? null : str(t.creditorSequence))],
+    ])} AS t
+  ), finalized_transfers AS (
+    UPDATE transfers t
+       SET status = f.status, reason_code = f.reason_code, reason = f.reason, final_at = f.final_at,
+           batch_id = ${batch}
+      FROM ${unnest<TransferRow>(w.finalizedTransfers, [
+        ['text', (t) => t.debtorAgent],
+        ['text', (t) => t.instructionId],
+        ['text', (t) => t.status],
+        ['text', (t) => t.reasonCode],
+        ['text', (t) => t.reason],
+        ['timestamptz', (t) => t.finalAt],
+      ])} AS f(debtor_agent, instruction_id, status, reason_code, reason, final_at)
+     WHERE t.debtor_agent = f.debtor_agent AND t.instruction_id = f.instruction_id AND t.status = 'RESERVED'
   ), changed_positions AS (
     UPDATE positions p
        SET balance_minor = u.balance_minor, reserved_minor = u.reserved_minor,
            debit_cap_minor = u.debit_cap_minor, updated_at = u.updated_at
-      FROM unnest($26::text[], $27::text[], $28::bigint[], $29::bigint[], $30::bigint[], $31::timestamptz[])
-           AS u(bic, currency, balance_minor, reserved_minor, debit_cap_minor, updated_at)
+      FROM ${unnest<PositionRow>(w.positions, [
+        ['text', (p) => p.bic],
+        ['text', (p) => p.currency],
+        ['bigint', (p) => str(p.balanceMinor)],
+        ['bigint', (p) => str(p.reservedMinor)],
+        ['bigint', (p) => str(p.debitCapMinor)],
+        ['timestamptz', (p) => p.updatedAt],
+      ])} AS u(bic, currency, balance_minor, reserved_minor, debit_cap_minor, updated_at)
      WHERE p.bic = u.bic AND p.currency = u.currency
   ), sequences AS (
-    UPDATE participants p SET confirmation_sequence = u.confirmation_sequence
-      FROM unnest($32::text[], $33::bigint[]) AS u(bic, confirmation_sequence)
+    UPDATE participants p
+       SET confirmation_sequence = u.confirmation_sequence, inbound_sequence = u.inbound_sequence
+      FROM ${unnest<BatchWrites['participantSequences'][number]>(w.participantSequences, [
+        ['text', (q) => q.bic],
+        ['bigint', (q) => str(q.confirmationSequence)],
+        ['bigint', (q) => str(q.inboundSequence)],
+      ])} AS u(bic, confirmation_sequence, inbound_sequence)
      WHERE p.bic = u.bic
   ), operations AS (
     INSERT INTO position_operations (request_id, kind, bic, currency, amount_minor, request_digest,
       balance_after_minor, reserved_after_minor, debit_cap_after_minor, created_at, batch_id)
-    SELECT o.*, $1 FROM unnest($34::text[], $35::text[], $36::text[], $37::text[], $38::bigint[],
-      $39::bytea[], $40::bigint[], $41::bigint[], $42::bigint[], $43::timestamptz[]) AS o
+    SELECT o.*, ${batch} FROM ${unnest<PositionOperationRow>(w.positionOperations, [
+      ['text', (o) => o.requestId],
+      ['text', (o) => o.kind],
+      ['text', (o) => o.bic],
+      ['text', (o) => o.currency],
+      ['bigint', (o) => str(o.amountMinor)],
+      ['bytea', (o) => o.requestDigest],
+      ['bigint', (o) => str(o.balanceAfterMinor)],
+      ['bigint', (o) => str(o.reservedAfterMinor)],
+      ['bigint', (o) => str(o.debitCapAfterMinor)],
+      ['timestamptz', (o) => o.createdAt],
+    ])} AS o
   ), journal AS (
     INSERT INTO journal_entries (currency, account, debit_minor, credit_minor, transfer_debtor_agent,
       transfer_instruction_id, position_request_id, batch_id, created_at)
-    SELECT j.*, $1, $50 FROM unnest($44::text[], $45::text[], $46::bigint[], $47::bigint[],
-      $48::text[], $49::text[], $51::text[]) AS j
+    SELECT j.*, ${batch}, ${param(now, 'timestamptz')} FROM ${unnest<JournalRow>(w.journal, [
+      ['text', (j) => j.currency],
+      ['text', (j) => j.account],
+      ['bigint', (j) => str(j.debitMinor)],
+      ['bigint', (j) => str(j.creditMinor)],
+      ['text', (j) => j.transferDebtorAgent],
+      ['text', (j) => j.transferInstructionId],
+      ['text', (j) => j.positionRequestId],
+    ])} AS j
+  ), confirmations AS (
+    INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status,
+      reason_code, reason, final_at, batch_id)
+    SELECT c.*, ${batch} FROM ${unnest<ConfirmationRow>(w.confirmations, [
+      ['text', (c) => c.bic],
+      ['bigint', (c) => str(c.sequence)],
+      ['text', (c) => c.debtorAgent],
+      ['text', (c) => c.instructionId],
+      ['text', (c) => c.role],
+      ['text', (c) => c.status],
+      ['text', (c) => c.reasonCode],
+      ['text', (c) => c.reason],
+      ['timestamptz', (c) => c.finalAt],
+    ])} AS c
   )
-  INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status,
-    reason_code, reason, final_at, batch_id)
-  SELECT c.*, $1 FROM unnest($52::text[], $53::bigint[], $54::text[], $55::text[], $56::text[],
-    $57::text[], $58::text[], $59::text[], $60::timestamptz[]) AS c`;
-
-function columns<T, K extends readonly ((row: T) => unknown)[]>(rows: readonly T[], getters: K): unknown[][] {
-  const out: unknown[][] = getters.map(() => new Array(rows.length));
-  for (let i = 0; i < rows.length; i++) {
-    const row = rows[i] as T;
-    for (let c = 0; c < getters.length; c++) (out[c] as unknown[])[i] = (getters[c] as (r: T) => unknown)(row);
-  }
-  return out;
-}
-
-const str = (v: bigint) => v.toString();
-
-function writeParameters(batchId: bigint, nodeId: string, w: BatchWrites, now: Date): unknown[] {
-  // The journal columns $50 (created_at) and $51 (position request id) sit out
-  // of order so the unnest list matches the table's column order.
-  const journal = columns(w.journal, [
-    (j) => j.currency,
-    (j) => j.account,
-    (j) => str(j.debitMinor),
-    (j) => str(j.creditMinor),
-    (j) => j.transferDebtorAgent,
-    (j) => j.transferInstructionId,
-  ] as const);
-  return [
-    str(batchId),
-    nodeId,
-    w.operations,
-    ...columns(w.transfers, [
-      (t) => t.debtorAgent,
-      (t) => t.instructionId,
-      (t) => t.endToEndId,
-      (t) => t.uetr,
-      (t) => t.creditorAgent,
-      (t) => t.intermediaryAgent,
-      (t) => t.currency,
-      (t) => str(t.amountMinor),
-      (t) => t.debtorName,
-      (t) => t.debtorIban,
-      (t) => t.creditorName,
-      (t) => t.creditorIban,
-      (t) => t.remittanceInformation,
-      (t) => t.requestDigest,
-      (t) => t.status,
-      (t) => t.reasonCode,
-      (t) => t.reason,
-      (t) => t.receivedAt,
-      (t) => t.reservedAt,
-      (t) => t.finalAt,
-      (t) => t.expireAt,
-      (t) => t.traceId,
-    ] as const),
-    ...columns(w.positions, [
-      (p) => p.bic,
-      (p) => p.currency,
-      (p) => str(p.balanceMinor),
-      (p) => str(p.reservedMinor),
-      (p) => str(p.debitCapMinor),
-      (p) => p.updatedAt,
-    ] as const),
-    ...columns(w.participantSequences, [(s) => s.bic, (s) => str(s.confirmationSequence)] as const),
-    ...columns(w.positionOperations, [
-      (o) => o.requestId,
-      (o) => o.kind,
-      (o) => o.bic,
-      (o) => o.currency,
-      (o) => str(o.amountMinor),
-      (o) => o.requestDigest,
-      (o) => str(o.balanceAfterMinor),
-      (o) => str(o.reservedAfterMinor),
-      (o) => str(o.debitCapAfterMinor),
-      (o) => o.createdAt,
-    ] as const),
-    ...journal,
-    now,
-    w.journal.map((j) => j.positionRequestId),
-    ...columns(w.confirmations, [
-      (c) => c.bic,
-      (c) => str(c.sequence),
-      (c) => c.debtorAgent,
-      (c) => c.instructionId,
-      (c) => c.role,
-      (c) => c.status,
-      (c) => c.reasonCode,
-      (c) => c.reason,
-      (c) => c.finalAt,
-    ] as const),
-  ];
+  -- NOTIFY is delivered at COMMIT, so listeners never hear of uncommitted work.
+  SELECT count(pg_notify('${eventsChannel}', n)) FROM unnest(${param(w.notifications, 'text[]')}) AS n`;
+  return { text, values };
 }
 
 interface RawTransfer {
@@ -216,6 +228,7 @@ interface RawTransfer {
   final_at: string | Date | null;
   expire_at: string | Date | null;
   trace_id: string;
+  creditor_sequence: string | null;
   batch_id: string;
 }
 
@@ -247,6 +260,7 @@ export function transferFromRaw(r: RawTransfer): TransferRow {
     finalAt: dateOrNull(r.final_at),
     expireAt: dateOrNull(r.expire_at),
     traceId: r.trace_id,
+    creditorSequence: r.creditor_sequence === null ? null : BigInt(r.creditor_sequence),
     batchId: BigInt(r.batch_id),
   };
 }
@@ -256,7 +270,7 @@ export const transferColumns = `t.debtor_agent, t.instruction_id, t.end_to_end_i
   t.creditor_agent, t.intermediary_agent, t.currency, t.amount_minor::text AS amount_minor,
   t.debtor_name, t.debtor_iban, t.creditor_name, t.creditor_iban, t.remittance_information,
   t.request_digest, t.status, t.reason_code, t.reason, t.received_at, t.reserved_at, t.final_at,
-  t.expire_at, t.trace_id, t.batch_id::text AS batch_id`;
+  t.expire_at, t.trace_id, t.creditor_sequence::text AS creditor_sequence, t.batch_id::text AS batch_id`;
 
 function readSnapshot(batchId: string, positions: pg.QueryResult, raw: Record<string, unknown>): BatchSnapshot {
   const participants = raw.participants as {
@@ -265,6 +279,7 @@ function readSnapshot(batchId: string, positions: pg.QueryResult, raw: Record<st
     status: ParticipantLockRow['status'];
     acceptance_mode: ParticipantLockRow['acceptanceMode'];
     confirmation_sequence: string;
+    inbound_sequence: string;
   }[];
   const operations = raw.operations as {
     request_id: string;
@@ -297,6 +312,7 @@ function readSnapshot(batchId: string, positions: pg.QueryResult, raw: Record<st
       status: p.status,
       acceptanceMode: p.acceptance_mode,
       confirmationSequence: BigInt(p.confirmation_sequence),
+      inboundSequence: BigInt(p.inbound_sequence),
     })),
     transfers: (raw.transfers as RawTransfer[]).map(transferFromRaw),
     uetrsInUse: raw.uetrs as string[],
@@ -351,11 +367,8 @@ export async function runSettlementBatch<R>(
     const snapshot = readSnapshot(raw.batch_id as string, positions, raw);
     const { writes, result } = decide(snapshot);
     if (writes.operations > 0) {
-      await client.query({
-        name: 'settlement_write_batch',
-        text: writeBatchSql,
-        values: writeParameters(snapshot.batchId, nodeId, writes, new Date()),
-      });
+      const { text, values } = writeBatch(snapshot.batchId, nodeId, writes, new Date());
+      await client.query({ name: 'settlement_write_batch', text, values });
     }
     await client.query('COMMIT');
     return result;

@@ -16,6 +16,12 @@ CREATE TABLE participants (
   -- confirmation gets confirmation_sequence + 1, assigned under the row lock,
   -- so the sequence is gapless.
   confirmation_sequence bigint NOT NULL DEFAULT 0 CHECK (confirmation_sequence >= 0),
+  -- Last sequence number of a transfer reserved for this participant as an
+  -- EXPLICIT creditor agent: the cursor of its inbound stream, gapless like
+  -- confirmation_sequence.
+  inbound_sequence bigint NOT NULL DEFAULT 0 CHECK (inbound_sequence >= 0),
+  -- Confirmations up to this sequence have been purged by retention.
+  confirmations_purged_through bigint NOT NULL DEFAULT 0 CHECK (confirmations_purged_through >= 0),
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -70,6 +76,8 @@ CREATE TABLE transfers (
   final_at timestamptz,
   expire_at timestamptz,
   trace_id text NOT NULL DEFAULT '',
+  -- The creditor agent's inbound sequence number, set when reserved for an EXPLICIT creditor.
+  creditor_sequence bigint,
   -- The settlement batch that gave the transfer its current status.
   batch_id bigint NOT NULL,
   PRIMARY KEY (debtor_agent, instruction_id),
@@ -84,6 +92,7 @@ CREATE INDEX transfers_uetr_idx ON transfers (uetr);
 CREATE INDEX transfers_received_idx ON transfers (received_at, debtor_agent, instruction_id);
 CREATE INDEX transfers_creditor_idx ON transfers (creditor_agent, received_at DESC);
 CREATE INDEX transfers_reserved_expire_idx ON transfers (expire_at) WHERE status = 'RESERVED';
+CREATE INDEX transfers_inbound_idx ON transfers (creditor_agent, creditor_sequence) WHERE status = 'RESERVED';
 
 -- A final transfer is immutable; only a RESERVED one may change (to its final status).
 CREATE FUNCTION transfers_final_is_immutable() RETURNS trigger LANGUAGE plpgsql AS $$

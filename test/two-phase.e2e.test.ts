@@ -1,0 +1,283 @@
+// Creditor acceptance and reservation timeouts: transfers to an EXPLICIT
+// creditor are reserved, streamed to the creditor, and settled, rejected or
+// expired — exactly once, whichever node process the parties talk to.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { status } from '@grpc/grpc-js';
+import pg from 'pg';
+import { AcceptanceMode } from '../src/gen/clearing/v1/participant.js';
+import { CreditorDecision, TransferStatus } from '../src/gen/clearing/v1/transfer.js';
+import type { StreamInboundTransfersResponse } from '../src/gen/clearing/v1/clearing_service.js';
+import { failure, type ClearingClient } from './support/clients.js';
+import { createBank, transfer } from './support/fixtures.js';
+import { startTestNode, type TestNode } from './support/node.js';
+import { readStream } from './support/streams.js';
+
+const reservationTimeoutMs = 1_500;
+const env = { CLEARING_RESERVATION_TIMEOUT_MS: String(reservationTimeoutMs), CLEARING_EXPIRY_SWEEP_INTERVAL_MS: '50' };
+
+let a: TestNode;
+let b: TestNode;
+let db: pg.Pool;
+let pairs = 0;
+
+beforeAll(async () => {
+  a = await startTestNode(env);
+  // A second node process on the same database (in-process here; crash tests use real processes).
+  b = await startTestNode(env, a.databaseUrl);
+  db = new pg.Pool({ connectionString: a.databaseUrl, max: 2 });
+});
+afterAll(async () => {
+  await db?.end();
+  await b?.stop();
+  await a?.stop();
+});
+
+/** A funded debtor (AUTOMATIC) and an EXPLICIT creditor, both fresh. */
+async function pair(fundMinor = 10_000n) {
+  pairs += 1;
+  const tag = [676, 26, 1].map((unit) => String.fromCharCode(65 + (Math.floor(pairs / unit) % 26))).join('');
+  const debtor = `P${tag}DEFFXXX`;
+  const creditor = `Q${tag}FRPPXXX`;
+  await createBank(a.operator, debtor, fundMinor);
+  await createBank(a.operator, creditor, 0n, { acceptanceMode: AcceptanceMode.ACCEPTANCE_MODE_EXPLICIT });
+  return { debtor, creditor, payer: a.participant(debtor), payee: a.participant(creditor) };
+}
+
+async function positionOf(bic: string) {
+  const page = await a.operator.listPositions({ bic, currency: 'EUR', pageSize: 0, pageToken: '' });
+  return page.positions[0];
+}
+
+function inbound(client: ClearingClient) {
+  return readStream<StreamInboundTransfersResponse>(client.raw.streamInboundTransfers({}, client.metadata()));
+}
+
+async function confirmationsOf(uetr: string) {
+  const { rows } = await db.query(
+    `SELECT c.bic, c.role, c.status, c.reason_code FROM confirmations c JOIN transfers t USING (debtor_agent, instruction_id)
+      WHERE t.uetr = $1 AND t.reason_code <> 'DUPL' ORDER BY c.role DESC`,
+    [uetr],
+  );
+  return rows as { bic: string; role: string; status: string; reason_code: string }[];
+}
+
+const accept = (uetr: string) => ({ answer: { uetr, decision: CreditorDecision.CREDITOR_DECISION_ACCEPT, reasonCode: '' } });
+const reject = (uetr: string, reasonCode: string) => ({ answer: { uetr, decision: CreditorDecision.CREDITOR_DECISION_REJECT, reasonCode } });
+
+describe('accept, reject, expire', () => {
+  test('accept: RESERVED counts against available, then settles', async () => {
+    const { debtor, creditor, payer, payee } = await pair(10_000n);
+    const stream = inbound(payee);
+    const request = transfer(debtor, creditor, 4_000n);
+    const { result } = await payer.submitTransfer({ transfer: request, waitForFinal: false });
+    expect(result).toMatchObject({ status: TransferStatus.TRANSFER_STATUS_RESERVED, reasonCode: '' });
+    expect(result?.expireTime?.getTime()).toBeGreaterThan(Date.now());
+    expect(await positionOf(debtor)).toMatchObject({ balanceMinor: 10_000n, reservedMinor: 4_000n, availableMinor: 6_000n });
+
+    const delivered = await stream.next();
+    expect(delivered.transfer?.transfer).toMatchObject({ uetr: request.uetr, instructionId: request.instructionId, debtorAgent: debtor });
+    expect(delivered.transfer?.expireTime).toBeInstanceOf(Date);
+
+    const answered = await payee.respondToTransfer(accept(request.uetr));
+    expect(answered.result).toMatchObject({ status: TransferStatus.TRANSFER_STATUS_SETTLED, replayed: false });
+    expect(answered.result?.reservedTime).toBeInstanceOf(Date);
+    expect(answered.result?.finalTime).toBeInstanceOf(Date);
+    expect(await positionOf(debtor)).toMatchObject({ balanceMinor: 6_000n, reservedMinor: 0n, availableMinor: 6_000n });
+    expect(await positionOf(creditor)).toMatchObject({ balanceMinor: 4_000n });
+    expect(await confirmationsOf(request.uetr)).toEqual([
+      { bic: debtor, role: 'DEBTOR', status: 'SETTLED', reason_code: '' },
+      { bic: creditor, role: 'CREDITOR', status: 'SETTLED', reason_code: '' },
+    ]);
+    stream.cancel();
+    expect((await a.operator.reconcile({})).clean).toBe(true);
+  });
+
+  test('reject with a reason: the reservation is released', async () => {
+    const { debtor, creditor, payer, payee } = await pair(10_000n);
+    const request = transfer(debtor, creditor, 4_000n);
+    await payer.submitTransfer({ transfer: request, waitForFinal: false });
+    const answered = await payee.respondToTransfer(reject(request.uetr, 'AC04'));
+    expect(answered.result).toMatchObject({ status: TransferStatus.TRANSFER_STATUS_REJECTED, reasonCode: 'AC04' });
+    expect(answered.result?.reason).toMatch(/closed/);
+    expect(await positionOf(debtor)).toMatchObject({ balanceMinor: 10_000n, reservedMinor: 0n, availableMinor: 10_000n });
+    expect((await confirmationsOf(request.uetr)).map((c) => [c.role, c.status, c.reason_code])).toEqual([
+      ['DEBTOR', 'REJECTED', 'AC04'],
+      ['CREDITOR', 'REJECTED', 'AC04'],
+    ]);
+  });
+
+  test('no answer in time: EXPIRED AB05, released, confirmed to both banks', async () => {
+    const { debtor, creditor, payer } = await pair(10_000n);
+    const request = transfer(debtor, creditor, 4_000n);
+    await payer.submitTransfer({ transfer: request, waitForFinal: false });
+    await new Promise((resolve) => setTimeout(resolve, reservationTimeoutMs + 700));
+    const got = await payer.getTransfer({ lookup: { $case: 'uetr', value: request.uetr } });
+    expect(got.transfer?.result).toMatchObject({ status: TransferStatus.TRANSFER_STATUS_EXPIRED, reasonCode: 'AB05' });
+    expect(await positionOf(debtor)).toMatchObject({ balanceMinor: 10_000n, reservedMinor: 0n });
+    expect((await confirmationsOf(request.uetr)).map((c) => [c.role, c.status, c.reason_code])).toEqual([
+      ['DEBTOR', 'EXPIRED', 'AB05'],
+      ['CREDITOR', 'EXPIRED', 'AB05'],
+    ]);
+    // Answering after expiry returns the EXPIRED result.
+    const late = await a.participant(creditor).respondToTransfer(accept(request.uetr));
+    expect(late.result).toMatchObject({ status: TransferStatus.TRANSFER_STATUS_EXPIRED, reasonCode: 'AB05', replayed: true });
+    expect((await a.operator.reconcile({})).clean).toBe(true);
+  });
+
+  test('wait_for_final returns the creditor\'s outcome', async () => {
+    const { debtor, creditor, payer, payee } = await pair(10_000n);
+    const stream = inbound(payee);
+    const request = transfer(debtor, creditor, 100n);
+    const waiting = payer.submitTransfer({ transfer: request, waitForFinal: true }, { deadline: Date.now() + 10_000 });
+    const delivered = await stream.next();
+    await payee.respondToTransfer(accept(delivered.transfer?.transfer?.uetr ?? ''));
+    expect((await waiting).result).toMatchObject({ status: TransferStatus.TRANSFER_STATUS_SETTLED, replayed: false });
+    stream.cancel();
+  });
+
+  test('wait_for_final with a short deadline returns RESERVED before the deadline', async () => {
+    const { debtor, creditor, payer } = await pair(10_000n);
+    const started = Date.now();
+    const { result } = await payer.submitTransfer({ transfer: transfer(debtor, creditor, 100n), waitForFinal: true }, { deadline: Date.now() + 400 });
+    expect(result?.status).toBe(TransferStatus.TRANSFER_STATUS_RESERVED);
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+});
+
+describe('who may answer, and answering twice', () => {
+  test('only the creditor agent may answer', async () => {
+    const { debtor, creditor, payer } = await pair();
+    const request = transfer(debtor, creditor, 100n);
+    await payer.submitTransfer({ transfer: request, waitForFinal: false });
+    const byDebtor = await failure(payer.respondToTransfer(accept(request.uetr)));
+    expect(byDebtor.code).toBe(status.PERMISSION_DENIED);
+    expect(byDebtor.reason).toBe('NOT_CREDITOR_AGENT');
+    const outsider = await pair();
+    expect((await failure(outsider.payee.respondToTransfer(accept(request.uetr)))).code).toBe(status.NOT_FOUND);
+    expect((await positionOf(debtor))?.reservedMinor).toBe(100n);
+  });
+
+  test('a second answer returns the first final result', async () => {
+    const { debtor, creditor, payer, payee } = await pair();
+    const request = transfer(debtor, creditor, 100n);
+    await payer.submitTransfer({ transfer: request, waitForFinal: false });
+    const first = await payee.respondToTransfer(reject(request.uetr, 'AC06'));
+    const second = await payee.respondToTransfer(accept(request.uetr));
+    expect(second.result).toEqual({ ...first.result, replayed: true });
+    expect((await positionOf(creditor))?.balanceMinor).toBe(0n);
+  });
+
+  test('malformed answers are INVALID_ARGUMENT', async () => {
+    const { payee } = await pair();
+    const f = await failure(
+      payee.respondToTransfers({
+        answers: [
+          { uetr: 'nope', decision: CreditorDecision.CREDITOR_DECISION_ACCEPT, reasonCode: '' },
+          { uetr: crypto.randomUUID(), decision: CreditorDecision.CREDITOR_DECISION_REJECT, reasonCode: '' },
+          { uetr: crypto.randomUUID(), decision: CreditorDecision.CREDITOR_DECISION_UNSPECIFIED, reasonCode: '' },
+        ],
+      }),
+    );
+    expect(f.code).toBe(status.INVALID_ARGUMENT);
+    expect(f.fields).toEqual(['answers[0].uetr', 'answers[1].reason_code', 'answers[2].decision']);
+  });
+
+  test('RespondToTransfers answers several in order', async () => {
+    const { debtor, creditor, payer, payee } = await pair(10_000n);
+    const requests = [transfer(debtor, creditor, 1n), transfer(debtor, creditor, 2n), transfer(debtor, creditor, 3n)];
+    await payer.submitTransfers({ transfers: requests, waitForFinal: false });
+    const { results } = await payee.respondToTransfers({
+      answers: [
+        accept(requests[0]?.uetr ?? '').answer,
+        reject(requests[1]?.uetr ?? '', 'MS03').answer,
+        accept(requests[2]?.uetr ?? '').answer,
+      ],
+    });
+    expect(results.map((r) => [r.uetr, r.status])).toEqual([
+      [requests[0]?.uetr, TransferStatus.TRANSFER_STATUS_SETTLED],
+      [requests[1]?.uetr, TransferStatus.TRANSFER_STATUS_REJECTED],
+      [requests[2]?.uetr, TransferStatus.TRANSFER_STATUS_SETTLED],
+    ]);
+    expect((await positionOf(creditor))?.balanceMinor).toBe(4n);
+  });
+});
+
+describe('the inbound stream', () => {
+  test('a (re)connect delivers the backlog once per connection, then live ones', async () => {
+    const { debtor, creditor, payer, payee } = await pair(10_000n);
+    const backlog = [transfer(debtor, creditor, 1n), transfer(debtor, creditor, 2n), transfer(debtor, creditor, 3n)];
+    await payer.submitTransfers({ transfers: backlog, waitForFinal: false });
+
+    const first = inbound(payee);
+    const got = [await first.next(), await first.next(), await first.next()].map((m) => m.transfer?.transfer?.uetr);
+    expect(got).toEqual(backlog.map((t) => t.uetr));
+    const live = transfer(debtor, creditor, 4n);
+    await payer.submitTransfer({ transfer: live, waitForFinal: false });
+    expect((await first.next()).transfer?.transfer?.uetr).toBe(live.uetr);
+    expect(await first.drainFor(300)).toEqual([]);
+    first.cancel();
+
+    // Reconnect: everything still pending, once each, in order.
+    await payee.respondToTransfer(accept(backlog[1]?.uetr ?? ''));
+    const second = inbound(payee);
+    const again = [await second.next(), await second.next(), await second.next()].map((m) => m.transfer?.transfer?.uetr);
+    expect(again).toEqual([backlog[0]?.uetr, backlog[2]?.uetr, live.uetr]);
+    expect(await second.drainFor(300)).toEqual([]);
+    second.cancel();
+  });
+
+  test('the creditor streams from node B while the debtor submits on node A', async () => {
+    const { debtor, creditor, payer } = await pair(10_000n);
+    const payeeOnB = b.participant(creditor);
+    const stream = inbound(payeeOnB);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const started = Date.now();
+    const request = transfer(debtor, creditor, 10n);
+    await payer.submitTransfer({ transfer: request, waitForFinal: false });
+    const delivered = await stream.next(3_000);
+    expect(delivered.transfer?.transfer?.uetr).toBe(request.uetr);
+    // Woken by NOTIFY, not by the 1 s polling fallback.
+    expect(Date.now() - started).toBeLessThan(900);
+    const answered = await payeeOnB.respondToTransfer(accept(request.uetr));
+    expect(answered.result?.status).toBe(TransferStatus.TRANSFER_STATUS_SETTLED);
+    stream.cancel();
+  });
+
+  test('a participant never sees another creditor\'s transfers', async () => {
+    const one = await pair(10_000n);
+    const two = await pair(10_000n);
+    const stream = inbound(two.payee);
+    await one.payer.submitTransfer({ transfer: transfer(one.debtor, one.creditor, 5n), waitForFinal: false });
+    expect(await stream.drainFor(400)).toEqual([]);
+    stream.cancel();
+  });
+});
+
+describe('races', () => {
+  test('an answer racing expiry: exactly one outcome, the same for both banks', async () => {
+    const { debtor, creditor, payer, payee } = await pair(1_000_000n);
+    const requests = Array.from({ length: 20 }, (_, i) => transfer(debtor, creditor, BigInt(i + 1)));
+    await payer.submitTransfers({ transfers: requests, waitForFinal: false });
+    // Answer each close to its expiry, from both nodes, while both nodes sweep.
+    await new Promise((resolve) => setTimeout(resolve, reservationTimeoutMs - 60));
+    const payeeOnB = b.participant(creditor);
+    const answers = await Promise.all(
+      requests.map((r, i) => new Promise((resolve) => setTimeout(resolve, i * 6)).then(() => (i % 2 === 0 ? payee : payeeOnB).respondToTransfer(accept(r.uetr)))),
+    );
+    let settled = 0n;
+    for (const [i, r] of requests.entries()) {
+      const answer = answers[i]?.result;
+      const stored = (await payer.getTransfer({ lookup: { $case: 'uetr', value: r.uetr } })).transfer?.result;
+      expect([TransferStatus.TRANSFER_STATUS_SETTLED, TransferStatus.TRANSFER_STATUS_EXPIRED]).toContain(stored?.status);
+      expect(answer?.status).toBe(stored?.status);
+      const confirmations = await confirmationsOf(r.uetr);
+      expect(confirmations).toHaveLength(2);
+      const name = stored?.status === TransferStatus.TRANSFER_STATUS_SETTLED ? 'SETTLED' : 'EXPIRED';
+      expect(confirmations.map((c) => c.status)).toEqual([name, name]);
+      if (name === 'SETTLED') settled += r.amount?.amountMinor ?? 0n;
+    }
+    expect(await positionOf(creditor)).toMatchObject({ balanceMinor: settled });
+    expect(await positionOf(debtor)).toMatchObject({ balanceMinor: 1_000_000n - settled, reservedMinor: 0n });
+    expect((await a.operator.reconcile({})).clean).toBe(true);
+  });
+});
