@@ -51,6 +51,10 @@ const environment = z.object({
   CLEARING_SHUTDOWN_GRACE_MS: integer(0, 600_000, 10_000),
   CLEARING_RESERVATION_TIMEOUT_MS: integer(100, 600_000, 10_000),
   CLEARING_EXPIRY_SWEEP_INTERVAL_MS: integer(10, 60_000, 200),
+  CLEARING_CONFIRMATION_RETENTION_SECONDS: integer(1, 10 * 365 * 86_400, 30 * 86_400),
+  CLEARING_RETENTION_SWEEP_INTERVAL_MS: integer(10, 86_400_000, 60_000),
+  CLEARING_STREAM_LAG_MAX: integer(1, 100_000_000, 100_000),
+  CLEARING_STREAM_STALL_MS: integer(1_000, 3_600_000, 60_000),
   CLEARING_SEED_DEMO: z.enum(['auto', 'always', 'never']).default('auto'),
 });
 
@@ -80,6 +84,14 @@ export interface Config {
   reservationTimeoutMs: number;
   /** How often each node looks for reservations past their timeout. */
   expirySweepIntervalMs: number;
+  /** How long confirmations are kept (default 30 days). */
+  confirmationRetentionSeconds: number;
+  /** How often each node purges confirmations past retention. */
+  retentionSweepIntervalMs: number;
+  /** A confirmation stream whose client does not read and is this many confirmations behind is ended. */
+  streamLagMax: number;
+  /** A confirmation stream whose client has not read for this long is ended. */
+  streamStallMs: number;
   /** Seed demo banks into a brand-new embedded database ('auto'), always, or never. */
   seedDemo: 'auto' | 'always' | 'never';
 }
@@ -120,6 +132,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     seedDemo: e.CLEARING_SEED_DEMO,
     reservationTimeoutMs: e.CLEARING_RESERVATION_TIMEOUT_MS,
     expirySweepIntervalMs: e.CLEARING_EXPIRY_SWEEP_INTERVAL_MS,
+    confirmationRetentionSeconds: e.CLEARING_CONFIRMATION_RETENTION_SECONDS,
+    retentionSweepIntervalMs: e.CLEARING_RETENTION_SWEEP_INTERVAL_MS,
+    streamLagMax: e.CLEARING_STREAM_LAG_MAX,
+    streamStallMs: e.CLEARING_STREAM_STALL_MS,
   };
 }
 

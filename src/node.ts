@@ -10,6 +10,8 @@ import { ClearingCore } from './clearing/core.js';
 import { demoExampleCall, seedDemo } from './clearing/demo.js';
 import { EventHub } from './clearing/hub.js';
 import { ReservationExpirer } from './clearing/expiry.js';
+import { startConfirmationRetention } from './clearing/retention.js';
+import type { Periodic } from './clearing/periodic.js';
 import { NotificationListener } from './store/notifications.js';
 import { clearingService } from './api/clearing-service.js';
 import { operatorService } from './api/operator-service.js';
@@ -61,6 +63,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
 
   let engine: SettlementEngine | undefined;
   let expirer: ReservationExpirer | undefined;
+  let retention: Periodic | undefined;
   const hub = new EventHub();
   const listener = new NotificationListener(location.url, (topic) => hub.notify(topic), () => hub.notifyAll(), logger.child({ component: 'notifications' }));
   try {
@@ -93,6 +96,16 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       logger.child({ component: 'expiry' }),
     );
     expirer.start();
+    retention = startConfirmationRetention(
+      pool,
+      {
+        retentionSeconds: config.confirmationRetentionSeconds,
+        sweepIntervalMs: config.retentionSweepIntervalMs,
+        purgeChunkMax: 10_000,
+        purgeChunksPerSweepMax: 10,
+      },
+      logger.child({ component: 'retention' }),
+    );
 
     const seed =
       config.seedDemo === 'always' || (config.seedDemo === 'auto' && location.embedded !== undefined && location.createdNow);
@@ -107,7 +120,12 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       clearing: clearingService(
         core,
         hub,
-        { submitBatchTransfersMax: config.submitBatchTransfersMax, finalWaitMaxMs: config.reservationTimeoutMs + 5_000 },
+        {
+          submitBatchTransfersMax: config.submitBatchTransfersMax,
+          finalWaitMaxMs: config.reservationTimeoutMs + 5_000,
+          streamLagMax: config.streamLagMax,
+          streamStallMs: config.streamStallMs,
+        },
         closing.signal,
         logger,
       ),
@@ -118,6 +136,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     let stopping: Promise<void> | undefined;
     const running = engine;
     const sweeper = expirer;
+    const purger = retention;
     const stop = () =>
       (stopping ??= (async () => {
         for (const name of servingNames) server.health.setStatus(name, 'NOT_SERVING');
@@ -131,6 +150,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         await new Promise<void>((resolve) => server.server.tryShutdown(() => resolve()));
         clearTimeout(grace);
         await sweeper.stop();
+        await purger.stop();
         await running.stop();
         await listener.stop();
         await stopDatabase();
@@ -139,6 +159,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     return { address, port: server.port, pool, core, engine, exampleCall: seed ? demoExampleCall(address) : undefined, stop };
   } catch (error) {
     await expirer?.stop();
+    await retention?.stop();
     await engine?.stop();
     await listener.stop();
     await stopDatabase();

@@ -16,22 +16,28 @@ import type {
 } from '../gen/clearing/v1/clearing_service.js';
 import { TransferStatus, type CreditTransfer, type TransferResult } from '../gen/clearing/v1/transfer.js';
 import { ClearingError, invalidArgument, type FieldViolation } from '../clearing/errors.js';
-import type { ClearingCore, TransferOutcome } from '../clearing/core.js';
+import type { ClearingCore, SubscriberLimits, TransferOutcome } from '../clearing/core.js';
 import { isValidUetr, validateCreditTransfer } from '../clearing/validation.js';
 import { requireParticipant } from './auth.js';
-import { creditTransferToProto, instructionFromProto, positionToProto, transferRecordToProto, transferResultToProto } from './convert.js';
-import { traceIdOf, unary, unimplemented, type CallInfo } from './handlers.js';
+import { confirmationToProto, creditTransferToProto, instructionFromProto, positionToProto, transferRecordToProto, transferResultToProto } from './convert.js';
+import { traceIdOf, unary, type CallInfo } from './handlers.js';
 import { toStatus } from './status.js';
 import { callContextOf } from './handlers.js';
 import { principalOf } from './auth.js';
-import { writeWithBackPressure } from './streams.js';
+import { pumpCursorStream } from './streams.js';
 import type { EventHub } from '../clearing/hub.js';
 import type { TransferRow } from '../store/rows.js';
 import { CreditorDecision, type InboundTransfer } from '../gen/clearing/v1/transfer.js';
-import type { StreamInboundTransfersRequest, StreamInboundTransfersResponse, TransferAnswer } from '../gen/clearing/v1/clearing_service.js';
+import type {
+  StreamConfirmationsRequest,
+  StreamConfirmationsResponse,
+  StreamInboundTransfersRequest,
+  StreamInboundTransfersResponse,
+  TransferAnswer,
+} from '../gen/clearing/v1/clearing_service.js';
 import type { Logger } from '../telemetry/logger.js';
 
-export interface ClearingServiceLimits {
+export interface ClearingServiceLimits extends SubscriberLimits {
   /** Most transfers in one SubmitTransfers call. */
   submitBatchTransfersMax: number;
   /** Longest a `wait_for_final` call waits when it has no deadline of its own. */
@@ -42,8 +48,10 @@ export interface ClearingServiceLimits {
 export const respondBatchAnswersMax = 1_000;
 /** Most inbound transfers read from the database per page of a stream. */
 export const inboundPageTransfersMax = 500;
-/** How often an idle inbound stream re-reads when no wake-up came. */
-export const inboundPollMs = 1_000;
+/** Most confirmations read from the database per page of a stream. */
+export const confirmationPageMax = 500;
+/** How often an idle stream re-reads when no wake-up came (a lost notification only delays). */
+export const streamPollMs = 1_000;
 /** A `wait_for_final` call answers this long before its deadline, so the RESERVED result still arrives. */
 const deadlineMarginMs = 50;
 
@@ -96,34 +104,34 @@ export function clearingService(
     });
   }
 
-  /**
-   * The creditor's stream: every pending transfer first, then new ones as they
-   * are reserved, each once per connection, in inbound sequence order. Reads
-   * a page only when the client has taken the last one (back-pressure), so a
-   * slow client holds no more than a page in memory.
-   */
+  /** The creditor's stream of transfers waiting for its answer: the backlog, then live, each once per connection. */
   async function streamInbound(call: ServerWritableStream<StreamInboundTransfersRequest, StreamInboundTransfersResponse>): Promise<void> {
     const caller = requireParticipant(principalOf(call.metadata));
-    const gone = new AbortController();
-    const stop = () => gone.abort();
-    call.on('cancelled', stop);
-    call.on('close', stop);
-    closing.addEventListener('abort', stop, { once: true });
-    try {
-      let cursor = 0n;
-      while (!gone.signal.aborted) {
-        const page = await core.inboundAfter(caller, cursor, inboundPageTransfersMax);
-        for (const t of page) {
-          if (gone.signal.aborted) return;
-          await writeWithBackPressure(call, { transfer: inboundToProto(t) }, gone.signal);
-          cursor = t.creditorSequence ?? cursor;
-        }
-        if (page.length < inboundPageTransfersMax) await hub.wait(`inbound:${caller}`, inboundPollMs, gone.signal);
-      }
-    } finally {
-      closing.removeEventListener('abort', stop);
-      if (!call.cancelled && closing.aborted) call.end();
-    }
+    await pumpCursorStream(call, hub, closing, {
+      topic: `inbound:${caller}`,
+      startAfter: 0n,
+      read: (after, limit) => core.inboundAfter(caller, after, limit),
+      cursorOf: (t) => t.creditorSequence ?? 0n,
+      toMessage: (t) => ({ transfer: inboundToProto(t) }),
+      pageRowsMax: inboundPageTransfersMax,
+      pollMs: streamPollMs,
+    });
+  }
+
+  /** The participant's confirmations after a sequence: the backlog, then live; ends if the client falls too far behind. */
+  async function streamConfirmations(call: ServerWritableStream<StreamConfirmationsRequest, StreamConfirmationsResponse>): Promise<void> {
+    const caller = requireParticipant(principalOf(call.metadata));
+    const startAfter = await core.confirmationsStart(caller, call.request.afterSequence);
+    await pumpCursorStream(call, hub, closing, {
+      topic: `confirmations:${caller}`,
+      startAfter,
+      read: (after, limit) => core.confirmationsAfter(caller, after, limit),
+      cursorOf: (c) => c.sequence,
+      toMessage: (c) => ({ confirmation: confirmationToProto(c) }),
+      pageRowsMax: confirmationPageMax,
+      pollMs: streamPollMs,
+      whileBlocked: (cursor, blockedMs) => core.checkSubscriberLag(caller, cursor, blockedMs, limits),
+    });
   }
 
   return {
@@ -172,8 +180,10 @@ export function clearingService(
       return { positions: (await core.positionsOf(caller, request.currency)).map(positionToProto) };
     }),
 
-    listConfirmations: unary(logger, async (): Promise<ListConfirmationsResponse> => {
-      throw unimplemented('ListConfirmations', 'settlement confirmations');
+    listConfirmations: unary(logger, async (request, info): Promise<ListConfirmationsResponse> => {
+      const caller = requireParticipant(info.principal);
+      const page = await core.listConfirmations(caller, request.afterSequence, request.pageSize, request.pageToken);
+      return { confirmations: page.confirmations.map((c) => confirmationToProto(c)), nextPageToken: page.nextPageToken };
     }),
 
     respondToTransfer: unary(logger, async (request, info): Promise<RespondToTransferResponse> => {
@@ -190,8 +200,10 @@ export function clearingService(
       return { results: await respond(request.answers, (i) => `answers[${i}]`, info) };
     }),
 
-    streamConfirmations: (call: ServerWritableStream<unknown, unknown>) => {
-      call.emit('error', toStatus(unimplemented('StreamConfirmations', 'settlement confirmations'), logger));
+    streamConfirmations: (call: ServerWritableStream<StreamConfirmationsRequest, StreamConfirmationsResponse>) => {
+      streamConfirmations(call).catch((error: unknown) => {
+        if (!call.cancelled) call.emit('error', toStatus(error, logger));
+      });
     },
 
     streamInboundTransfers: (call: ServerWritableStream<StreamInboundTransfersRequest, StreamInboundTransfersResponse>) => {

@@ -2,6 +2,8 @@
 import { AcceptanceMode, ParticipantKind, ParticipantStatus, type Participant, type Position } from '../gen/clearing/v1/participant.js';
 import { TransferStatus, type CreditTransfer, type TransferRecord, type TransferResult } from '../gen/clearing/v1/transfer.js';
 import type { ParticipantInput } from '../clearing/core.js';
+import { ConfirmationRole, type Confirmation } from '../gen/clearing/v1/confirmation.js';
+import type { ConfirmationView } from '../store/reads.js';
 import type { TransferInstruction } from '../clearing/batch.js';
 import { available } from '../clearing/batch.js';
 import type {
@@ -131,4 +133,30 @@ export function creditTransferToProto(t: TransferRow): CreditTransfer {
 
 export function transferRecordToProto(t: TransferRow): TransferRecord {
   return { transfer: creditTransferToProto(t), result: transferResultToProto(t, false) };
+}
+
+const roles: Record<ConfirmationView['role'], ConfirmationRole> = {
+  DEBTOR: ConfirmationRole.CONFIRMATION_ROLE_DEBTOR,
+  CREDITOR: ConfirmationRole.CONFIRMATION_ROLE_CREDITOR,
+  INTERMEDIARY: ConfirmationRole.CONFIRMATION_ROLE_INTERMEDIARY,
+};
+
+/** A confirmation as its recipient sees it: the counterparty is the other bank. */
+export function confirmationToProto(c: ConfirmationView): Confirmation {
+  return {
+    sequence: c.sequence,
+    uetr: c.uetr,
+    instructionId: c.instructionId,
+    endToEndId: c.endToEndId,
+    role: roles[c.role],
+    status: transferStatuses[c.status],
+    reasonCode: c.reasonCode,
+    reason: c.reason,
+    amount: { currency: c.currency, amountMinor: c.amountMinor },
+    counterpartyBic: c.role === 'CREDITOR' ? c.debtorAgent : c.creditorAgent,
+    finalTime: c.finalAt,
+    traceId: c.traceId,
+    debtorAgent: c.debtorAgent,
+    creditorAgent: c.creditorAgent,
+  };
 }

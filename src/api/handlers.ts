@@ -1,7 +1,6 @@
 // Shared plumbing of the service adapters: run a handler, map its error once.
 import { status, type handleUnaryCall, type Metadata, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { CallContext } from '../clearing/engine.js';
-import { ClearingError } from '../clearing/errors.js';
 import { principalOf, type Principal } from './auth.js';
 import { toStatus } from './status.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -36,10 +35,6 @@ export function unary<Req, Res>(logger: Logger, handler: (request: Req, info: Ca
       (error: unknown) => callback(toStatus(error, logger)),
     );
   };
-}
-
-export function unimplemented(what: string, issue: string): ClearingError {
-  return new ClearingError('UNIMPLEMENTED', 'NOT_YET_AVAILABLE', `${what} is part of the v1 contract but not served by this node version yet (${issue})`);
 }
 
 export { status };

@@ -1,17 +1,87 @@
-// Server-stream plumbing: honour HTTP/2 flow control instead of buffering
-// without bound for a client that reads slowly.
+// Server streams that follow a per-participant cursor (a gapless sequence):
+// read a page after the cursor, write it honouring HTTP/2 flow control, wait
+// for a wake-up (or the polling fallback), repeat. Only one page is ever held
+// in memory per stream, so a slow client costs the node nothing but a cursor.
 import type { ServerWritableStream } from '@grpc/grpc-js';
+import type { EventHub } from '../clearing/hub.js';
+import type { ClearingError } from '../clearing/errors.js';
 
-/** Writes one message; when the stream's buffer is full, waits for 'drain' (or abort). */
-export async function writeWithBackPressure<Req, Res>(call: ServerWritableStream<Req, Res>, message: Res, abort: AbortSignal): Promise<void> {
-  if (call.write(message)) return;
-  await new Promise<void>((resolve) => {
-    const done = () => {
-      call.off('drain', done);
-      abort.removeEventListener('abort', done);
-      resolve();
-    };
-    call.once('drain', done);
-    abort.addEventListener('abort', done, { once: true });
-  });
+/** How often a blocked write re-checks whether the client has fallen too far behind. */
+const blockedCheckMs = 1_000;
+
+export interface CursorStream<Row, Message> {
+  /** Wake-up topic, e.g. `confirmations:<BIC>`. */
+  topic: string;
+  /** Deliver rows after this cursor. */
+  startAfter: bigint;
+  read(after: bigint, limit: number): Promise<Row[]>;
+  cursorOf(row: Row): bigint;
+  toMessage(row: Row): Message;
+  pageRowsMax: number;
+  /** How often an idle stream re-reads when no wake-up came. */
+  pollMs: number;
+  /**
+   * Asked every second while the client does not take messages: an error ends
+   * the stream (e.g. RESOURCE_EXHAUSTED when too far behind).
+   */
+  whileBlocked?: (cursor: bigint, blockedMs: number) => Promise<ClearingError | undefined>;
+}
+
+/** Runs a cursor stream until the client goes away, the node closes, or `whileBlocked` gives up. */
+export async function pumpCursorStream<Req, Row, Message>(
+  call: ServerWritableStream<Req, Message>,
+  hub: EventHub,
+  closing: AbortSignal,
+  spec: CursorStream<Row, Message>,
+): Promise<void> {
+  const gone = new AbortController();
+  const stop = () => gone.abort();
+  call.on('cancelled', stop);
+  call.on('close', stop);
+  closing.addEventListener('abort', stop, { once: true });
+  try {
+    let cursor = spec.startAfter;
+    while (!gone.signal.aborted) {
+      const page = await spec.read(cursor, spec.pageRowsMax);
+      for (const row of page) {
+        if (gone.signal.aborted) return;
+        const error = await write(call, spec.toMessage(row), gone.signal, cursor, spec.whileBlocked);
+        if (error !== undefined) throw error;
+        cursor = spec.cursorOf(row);
+      }
+      if (page.length < spec.pageRowsMax) await hub.wait(spec.topic, spec.pollMs, gone.signal);
+    }
+  } finally {
+    closing.removeEventListener('abort', stop);
+    if (!call.cancelled && closing.aborted) call.end();
+  }
+}
+
+async function write<Req, Message>(
+  call: ServerWritableStream<Req, Message>,
+  message: Message,
+  abort: AbortSignal,
+  cursor: bigint,
+  whileBlocked: CursorStream<unknown, Message>['whileBlocked'],
+): Promise<ClearingError | undefined> {
+  if (call.write(message)) return undefined;
+  const blockedSinceMs = Date.now();
+  for (;;) {
+    const drained = await new Promise<boolean>((resolve) => {
+      const done = (value: boolean) => () => {
+        clearTimeout(timer);
+        call.off('drain', onDrain);
+        abort.removeEventListener('abort', onAbort);
+        resolve(value);
+      };
+      const onDrain = done(true);
+      const onAbort = done(true);
+      const timer = setTimeout(done(false), blockedCheckMs);
+      call.once('drain', onDrain);
+      abort.addEventListener('abort', onAbort, { once: true });
+    });
+    if (drained) return undefined;
+    const error = await whileBlocked?.(cursor, Date.now() - blockedSinceMs);
+    if (error !== undefined) return error;
+  }
 }

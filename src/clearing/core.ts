@@ -20,7 +20,10 @@ import {
 import {
   selectPositionsOf,
   selectPositionsPage,
+  selectConfirmationRange,
+  selectConfirmationsAfter,
   selectInboundAfter,
+  type ConfirmationView,
   selectReconciliation,
   selectTransferByInstruction,
   selectTransfersByUetr,
@@ -62,6 +65,13 @@ export interface TransferAnswerInput {
 
 /** How often a waiter re-reads a transfer when no wake-up came (a lost notification only delays). */
 export const finalWaitPollMs = 500;
+
+export interface SubscriberLimits {
+  /** A stream whose client is this many confirmations behind while not reading is ended with RESOURCE_EXHAUSTED. */
+  streamLagMax: number;
+  /** A stream whose client has not read for this long is ended with RESOURCE_EXHAUSTED. */
+  streamStallMs: number;
+}
 
 export interface Violation {
   invariant: string;
@@ -347,6 +357,64 @@ export class ClearingCore {
   /** Reserved transfers addressed to the creditor agent, after a point of its inbound sequence. */
   async inboundAfter(creditorBic: string, afterSequence: bigint, limit: number): Promise<TransferRow[]> {
     return selectInboundAfter(this.db, creditorBic, afterSequence, limit);
+  }
+
+  /**
+   * Where a confirmation stream or list starts: `afterSequence`, unless
+   * retention already purged past it (OUT_OF_RANGE, naming the oldest still kept).
+   */
+  async confirmationsStart(bic: string, afterSequence: bigint): Promise<bigint> {
+    if (afterSequence < 0n) throw invalidArgument([{ field: 'after_sequence', description: 'must not be negative' }]);
+    const range = await selectConfirmationRange(this.db, bic);
+    if (range === undefined) throw new ClearingError('PERMISSION_DENIED', 'UNKNOWN_PARTICIPANT', `${bic} is not a participant of this clearing node`);
+    if (afterSequence < range.purgedThrough) {
+      const oldest = range.purgedThrough + 1n;
+      throw new ClearingError(
+        'OUT_OF_RANGE',
+        'CONFIRMATIONS_PURGED',
+        `confirmations up to sequence ${range.purgedThrough} were purged by retention; the oldest available is ${oldest}: resume with after_sequence >= ${range.purgedThrough}`,
+        { metadata: { oldest_available_sequence: oldest.toString() } },
+      );
+    }
+    return afterSequence;
+  }
+
+  async confirmationsAfter(bic: string, afterSequence: bigint, limit: number): Promise<ConfirmationView[]> {
+    return selectConfirmationsAfter(this.db, bic, afterSequence, limit);
+  }
+
+  async listConfirmations(
+    bic: string,
+    afterSequence: bigint,
+    requestedSize: number,
+    token: string,
+  ): Promise<{ confirmations: ConfirmationView[]; nextPageToken: string }> {
+    const size = pageSize(requestedSize);
+    const fromToken = decodePageToken('confirmations', token, 1);
+    const after = await this.confirmationsStart(bic, fromToken === undefined ? afterSequence : BigInt(fromToken[0] as string));
+    const rows = await selectConfirmationsAfter(this.db, bic, after, size);
+    const last = rows[rows.length - 1];
+    // The list is open-ended (more confirmations keep coming): a full page
+    // gets a token, and the page after the newest one comes back empty.
+    return {
+      confirmations: rows,
+      nextPageToken: rows.length === size && last !== undefined ? encodePageToken('confirmations', [last.sequence.toString()]) : '',
+    };
+  }
+
+  /** Decides whether a stream whose client stopped reading may go on waiting. */
+  async checkSubscriberLag(bic: string, cursor: bigint, blockedMs: number, limits: SubscriberLimits): Promise<ClearingError | undefined> {
+    const range = await selectConfirmationRange(this.db, bic);
+    const lag = (range?.latest ?? cursor) - cursor;
+    if (lag <= BigInt(limits.streamLagMax) && blockedMs <= limits.streamStallMs) return undefined;
+    return new ClearingError(
+      'RESOURCE_EXHAUSTED',
+      'SUBSCRIBER_TOO_SLOW',
+      `the stream fell ${lag} confirmations behind while not reading for ${Math.round(blockedMs / 1000)} s ` +
+        `(limits ${limits.streamLagMax} confirmations, ${Math.round(limits.streamStallMs / 1000)} s); ` +
+        'reconnect with after_sequence set to the last sequence you processed',
+      { metadata: { lag: lag.toString(), stream_lag_max: String(limits.streamLagMax) } },
+    );
   }
 
   /** A transfer the caller is a party to; NOT_FOUND otherwise (existence is not disclosed to others). */

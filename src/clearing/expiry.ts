@@ -7,6 +7,7 @@ import type pg from 'pg';
 import type { SettlementEngine } from './engine.js';
 import type { ExpireOperation } from './batch.js';
 import { selectDueReservations } from '../store/reads.js';
+import { runPeriodically, type Periodic } from './periodic.js';
 import type { Logger } from '../telemetry/logger.js';
 
 export interface ExpiryLimits {
@@ -19,9 +20,7 @@ export interface ExpiryLimits {
 const neverCancelled = { cancelled: () => false, deadlineMs: Infinity };
 
 export class ReservationExpirer {
-  private timer: NodeJS.Timeout | undefined;
-  private sweeping: Promise<void> | undefined;
-  private stopped = false;
+  private job: Periodic | undefined;
   /** UETRs queued for expiry and not yet decided, so a sweep does not queue them twice. */
   private readonly inFlight = new Set<string>();
   private expiredCount = 0;
@@ -38,20 +37,11 @@ export class ReservationExpirer {
   }
 
   start(): void {
-    const tick = () => {
-      if (this.stopped) return;
-      this.sweeping = this.sweep().finally(() => {
-        this.sweeping = undefined;
-        if (!this.stopped) this.timer = setTimeout(tick, this.limits.sweepIntervalMs);
-      });
-    };
-    tick();
+    this.job = runPeriodically(this.limits.sweepIntervalMs, () => this.sweep());
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.sweeping;
+    await this.job?.stop();
   }
 
   private async sweep(): Promise<void> {

@@ -216,3 +216,62 @@ export async function selectInboundAfter(db: pg.Pool, creditorAgent: string, aft
   });
   return result.rows.map(transferFromRaw);
 }
+
+export interface ConfirmationView {
+  sequence: bigint;
+  uetr: string;
+  instructionId: string;
+  endToEndId: string;
+  role: 'DEBTOR' | 'CREDITOR' | 'INTERMEDIARY';
+  status: 'SETTLED' | 'REJECTED' | 'EXPIRED';
+  reasonCode: string;
+  reason: string;
+  currency: string;
+  amountMinor: bigint;
+  debtorAgent: string;
+  creditorAgent: string;
+  finalAt: Date;
+  traceId: string;
+}
+
+/** A participant's confirmations after a sequence number, in sequence order. */
+export async function selectConfirmationsAfter(db: pg.Pool, bic: string, afterSequence: bigint, limit: number): Promise<ConfirmationView[]> {
+  const result = await db.query({
+    name: 'confirmations_after',
+    text: `SELECT c.sequence::text AS sequence, t.uetr::text AS uetr, c.instruction_id, t.end_to_end_id, c.role,
+                  c.status, c.reason_code, c.reason, t.currency, t.amount_minor::text AS amount_minor,
+                  c.debtor_agent, t.creditor_agent, c.final_at, t.trace_id
+             FROM confirmations c
+             JOIN transfers t ON t.debtor_agent = c.debtor_agent AND t.instruction_id = c.instruction_id
+            WHERE c.bic = $1 AND c.sequence > $2
+            ORDER BY c.sequence LIMIT $3`,
+    values: [bic, afterSequence.toString(), limit],
+  });
+  return result.rows.map((r) => ({
+    sequence: BigInt(r.sequence),
+    uetr: r.uetr,
+    instructionId: r.instruction_id,
+    endToEndId: r.end_to_end_id,
+    role: r.role,
+    status: r.status,
+    reasonCode: r.reason_code,
+    reason: r.reason,
+    currency: r.currency,
+    amountMinor: BigInt(r.amount_minor),
+    debtorAgent: r.debtor_agent,
+    creditorAgent: r.creditor_agent,
+    finalAt: r.final_at,
+    traceId: r.trace_id,
+  }));
+}
+
+/** The latest confirmation sequence handed out and the last one purged by retention. */
+export async function selectConfirmationRange(db: pg.Pool, bic: string): Promise<{ latest: bigint; purgedThrough: bigint } | undefined> {
+  const result = await db.query({
+    name: 'confirmations_range',
+    text: `SELECT confirmation_sequence::text AS latest, confirmations_purged_through::text AS purged FROM participants WHERE bic = $1`,
+    values: [bic],
+  });
+  const row = result.rows[0];
+  return row === undefined ? undefined : { latest: BigInt(row.latest), purgedThrough: BigInt(row.purged) };
+}

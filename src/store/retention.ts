@@ -1,0 +1,36 @@
+// Confirmation retention: delete confirmations older than the retention
+// period, a bounded number per run, and record per participant how far the
+// purge went so a resume from before it is answered OUT_OF_RANGE.
+import type pg from 'pg';
+
+/**
+ * Deletes up to `limit` confirmations whose transfer became final before
+ * `retentionSeconds` ago. Returns how many were deleted.
+ *
+ * Locks: confirmation rows (SKIP LOCKED, so two nodes purging together split
+ * the work), then participant rows — never positions, so it cannot deadlock
+ * with a settlement batch (positions, then participants).
+ */
+export async function purgeConfirmations(db: pg.Pool, retentionSeconds: number, limit: number): Promise<number> {
+  const result = await db.query({
+    name: 'confirmations_purge',
+    text: `WITH doomed AS (
+             SELECT bic, sequence FROM confirmations
+              WHERE final_at < now() - make_interval(secs => $1)
+              ORDER BY final_at LIMIT $2
+                FOR UPDATE SKIP LOCKED
+           ), deleted AS (
+             DELETE FROM confirmations c USING doomed d
+              WHERE c.bic = d.bic AND c.sequence = d.sequence
+             RETURNING c.bic, c.sequence
+           ), marks AS (
+             SELECT bic, max(sequence) AS through FROM deleted GROUP BY bic
+           ), marked AS (
+             UPDATE participants p SET confirmations_purged_through = greatest(p.confirmations_purged_through, m.through)
+               FROM marks m WHERE p.bic = m.bic
+           )
+           SELECT count(*)::int AS deleted FROM deleted`,
+    values: [retentionSeconds, limit],
+  });
+  return result.rows[0].deleted as number;
+}
