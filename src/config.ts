@@ -36,6 +36,11 @@ const environment = z.object({
   CLEARING_DATA_DIR: z.string().trim().min(1).default('./.data'),
   CLEARING_EMBEDDED_POSTGRES_PORT: integer(0, 65535, 0),
   CLEARING_LOG_LEVEL: z.enum(levels).default('info'),
+  CLEARING_METRICS_ADDRESS: z
+    .string()
+    .trim()
+    .regex(/^(none|(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5})$/, "must be host:port (e.g. 127.0.0.1:9464) or 'none'")
+    .default('127.0.0.1:9464'),
   CLEARING_NODE_ID: z
     .string()
     .trim()
@@ -64,6 +69,8 @@ export interface Config {
   dataDir: string;
   embeddedPostgresPort: number;
   logLevel: (typeof levels)[number];
+  /** Where Prometheus scrapes /metrics; empty when disabled. */
+  metricsAddress: string;
   nodeId: string;
   databasePoolMax: number;
   /** Largest amount of one transfer; above it the transfer is rejected AM02. */
@@ -114,12 +121,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  if (e.CLEARING_QUEUE_OPERATIONS_MAX < Math.max(e.CLEARING_BATCH_OPERATIONS_MAX, e.CLEARING_SUBMIT_BATCH_TRANSFERS_MAX)) {
+    throw new ConfigError(
+      `invalid configuration:\n  CLEARING_QUEUE_OPERATIONS_MAX=${e.CLEARING_QUEUE_OPERATIONS_MAX} must be at least ` +
+        `CLEARING_BATCH_OPERATIONS_MAX=${e.CLEARING_BATCH_OPERATIONS_MAX} and CLEARING_SUBMIT_BATCH_TRANSFERS_MAX=${e.CLEARING_SUBMIT_BATCH_TRANSFERS_MAX}`,
+    );
+  }
   return {
     databaseUrl: e.DATABASE_URL,
     grpcAddress: e.CLEARING_GRPC_ADDRESS,
     dataDir: e.CLEARING_DATA_DIR,
     embeddedPostgresPort: e.CLEARING_EMBEDDED_POSTGRES_PORT,
     logLevel: e.CLEARING_LOG_LEVEL,
+    metricsAddress: e.CLEARING_METRICS_ADDRESS === 'none' ? '' : e.CLEARING_METRICS_ADDRESS,
     nodeId: e.CLEARING_NODE_ID ?? `node-${process.pid}`,
     databasePoolMax: e.CLEARING_DATABASE_POOL_MAX,
     transferAmountMaxMinor: e.CLEARING_TRANSFER_AMOUNT_MAX_MINOR,

@@ -17,6 +17,8 @@ import { clearingService } from './api/clearing-service.js';
 import { operatorService } from './api/operator-service.js';
 import { servingNames, startServer } from './api/server.js';
 import type { Logger } from './telemetry/logger.js';
+import { ClearingTelemetry, watchPendingReservations } from './telemetry/clearing-telemetry.js';
+import { countReservedTransfers } from './store/reads.js';
 
 export interface RunningNode {
   /** host:port the server listens on (the real port when configured with :0). */
@@ -85,7 +87,9 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       (topics) => {
         for (const topic of topics) hub.notify(topic);
       },
+      new ClearingTelemetry(),
     );
+    watchPendingReservations(() => countReservedTransfers(pool));
     engine.start();
     await listener.start();
     const core = new ClearingCore(pool, engine, hub);

@@ -194,6 +194,9 @@ describe('configuration', () => {
     expect(() => loadConfig({ CLEARING_BATCH_OPERATIONS_MAX: 'lots' })).toThrow(/CLEARING_BATCH_OPERATIONS_MAX/);
     expect(() => loadConfig({ DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
     expect(() => loadConfig({ CLEARING_LOG_LEVEL: 'loud' })).toThrow(/CLEARING_LOG_LEVEL/);
+    expect(() => loadConfig({ CLEARING_QUEUE_OPERATIONS_MAX: '10', CLEARING_BATCH_OPERATIONS_MAX: '100' })).toThrow(
+      /CLEARING_QUEUE_OPERATIONS_MAX=10 must be at least CLEARING_BATCH_OPERATIONS_MAX=100/,
+    );
   });
 
   test('the node refuses a non-loopback address without TLS', async () => {

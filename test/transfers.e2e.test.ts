@@ -299,7 +299,7 @@ describe('liquidity', () => {
     expect(r.clean).toBe(true);
     expect(r.violations).toEqual([]);
     const eur = r.totals.find((x) => x.currency === 'EUR');
-    expect(eur?.balanceTotalMinor).toBe((eur?.fundedTotalMinor ?? 0n) - (eur?.defundedTotalMinor ?? 0n));
+    expect(BigInt(eur?.balanceTotalMinor ?? 'x')).toBe(BigInt(eur?.fundedTotalMinor ?? 'x') - BigInt(eur?.defundedTotalMinor ?? 'x'));
     expect(eur?.journalDebitTotalMinor).toBe(eur?.journalCreditTotalMinor);
   });
 });

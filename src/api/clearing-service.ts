@@ -20,7 +20,8 @@ import type { ClearingCore, SubscriberLimits, TransferOutcome } from '../clearin
 import { isValidUetr, validateCreditTransfer } from '../clearing/validation.js';
 import { requireParticipant } from './auth.js';
 import { confirmationToProto, creditTransferToProto, instructionFromProto, positionToProto, transferRecordToProto, transferResultToProto } from './convert.js';
-import { traceIdOf, unary, type CallInfo } from './handlers.js';
+import { unary, type CallInfo } from './handlers.js';
+import { currentTraceId, inSpan } from '../telemetry/tracing.js';
 import { toStatus } from './status.js';
 import { callContextOf } from './handlers.js';
 import { principalOf } from './auth.js';
@@ -65,9 +66,11 @@ export function clearingService(
   /** Validates every transfer, checks the caller is each one's debtor agent, and submits them as one unit. */
   async function submit(transfers: CreditTransfer[], fieldOf: (i: number) => string, info: CallInfo): Promise<TransferOutcome[]> {
     const caller = requireParticipant(info.principal);
-    const violations: FieldViolation[] = [];
-    transfers.forEach((t, i) => violations.push(...validateCreditTransfer(t, fieldOf(i))));
-    if (violations.length > 0) throw invalidArgument(violations);
+    await inSpan('clearing.validate', { 'clearing.transfers': transfers.length, 'clearing.debtor_agent': caller }, () => {
+      const violations: FieldViolation[] = [];
+      transfers.forEach((t, i) => violations.push(...validateCreditTransfer(t, fieldOf(i))));
+      if (violations.length > 0) throw invalidArgument(violations);
+    });
     const foreign = transfers.findIndex((t) => t.debtorAgent !== caller);
     if (foreign >= 0) {
       throw new ClearingError(
@@ -76,7 +79,12 @@ export function clearingService(
         `${fieldOf(foreign)}.debtor_agent ${transfers[foreign]?.debtorAgent} is not the caller ${caller}: a participant submits only its own transfers`,
       );
     }
-    return core.submitTransfers(transfers.map(instructionFromProto), { receivedAt: info.receivedAt, traceId: traceIdOf(info.metadata) }, info.call);
+    const traceparent = info.metadata.get('traceparent')[0];
+    return core.submitTransfers(
+      transfers.map(instructionFromProto),
+      { receivedAt: info.receivedAt, traceId: currentTraceId(typeof traceparent === 'string' ? traceparent : undefined) },
+      info.call,
+    );
   }
 
   /** Waits for RESERVED transfers to become final, bounded by the call's deadline. */
@@ -108,6 +116,8 @@ export function clearingService(
   async function streamInbound(call: ServerWritableStream<StreamInboundTransfersRequest, StreamInboundTransfersResponse>): Promise<void> {
     const caller = requireParticipant(principalOf(call.metadata));
     await pumpCursorStream(call, hub, closing, {
+      name: 'inbound',
+      participant: caller,
       topic: `inbound:${caller}`,
       startAfter: 0n,
       read: (after, limit) => core.inboundAfter(caller, after, limit),
@@ -123,6 +133,8 @@ export function clearingService(
     const caller = requireParticipant(principalOf(call.metadata));
     const startAfter = await core.confirmationsStart(caller, call.request.afterSequence);
     await pumpCursorStream(call, hub, closing, {
+      name: 'confirmations',
+      participant: caller,
       topic: `confirmations:${caller}`,
       startAfter,
       read: (after, limit) => core.confirmationsAfter(caller, after, limit),
@@ -131,6 +143,12 @@ export function clearingService(
       pageRowsMax: confirmationPageMax,
       pollMs: streamPollMs,
       whileBlocked: (cursor, blockedMs) => core.checkSubscriberLag(caller, cursor, blockedMs, limits),
+      finalAtOf: (c) => c.finalAt,
+      delivered: (first, last) => {
+        core.markConfirmationsDelivered(caller, first.sequence, last.sequence).catch((error: unknown) => {
+          logger.warn({ err: error, bic: caller }, 'could not record confirmation delivery');
+        });
+      },
     });
   }
 

@@ -38,11 +38,3 @@ export function unary<Req, Res>(logger: Logger, handler: (request: Req, info: Ca
 }
 
 export { status };
-
-/** W3C trace id (32 hex) from a `traceparent` metadata entry; empty when absent or malformed. */
-export function traceIdOf(metadata: Metadata): string {
-  const value = metadata.get('traceparent')[0];
-  if (typeof value !== 'string') return '';
-  const match = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(value.trim());
-  return match === null || /^0+$/.test(match[1] as string) ? '' : (match[1] as string);
-}

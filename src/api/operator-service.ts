@@ -29,6 +29,7 @@ import { invalidArgument } from '../clearing/errors.js';
 import type { ClearingCore } from '../clearing/core.js';
 import { isValidUetr } from '../clearing/validation.js';
 import type { PositionOperationKind, TransferRow } from '../store/rows.js';
+import type { ConfirmationEvent } from '../store/reads.js';
 import { requireOperator } from './auth.js';
 import {
   participantFromProto,
@@ -114,8 +115,13 @@ export function operatorService(core: ClearingCore, logger: Logger): OperatorSer
 
     inspectTransfer: operator(async (request: InspectTransferRequest): Promise<InspectTransferResponse> => {
       if (!isValidUetr(request.uetr)) throw invalidArgument([{ field: 'uetr', description: 'must be a UUIDv4' }]);
-      const transfer = await core.inspectTransfer(request.uetr);
-      return { transfer: transferRecordToProto(transfer), events: lifecycleOf(transfer), traceId: transfer.traceId, batchId: transfer.batchId };
+      const { transfer, confirmations } = await core.inspectTransfer(request.uetr);
+      return {
+        transfer: transferRecordToProto(transfer),
+        events: lifecycleOf(transfer, confirmations),
+        traceId: transfer.traceId,
+        batchId: transfer.batchId,
+      };
     }),
 
     reconcile: operator(async (): Promise<ReconcileResponse> => {
@@ -126,23 +132,29 @@ export function operatorService(core: ClearingCore, logger: Logger): OperatorSer
         violations: r.violations,
         totals: r.totals.map((t) => ({
           currency: t.currency,
-          balanceTotalMinor: t.balanceTotalMinor,
-          fundedTotalMinor: t.fundedTotalMinor,
-          defundedTotalMinor: t.defundedTotalMinor,
-          reservedTotalMinor: t.reservedTotalMinor,
-          reservedTransfersTotalMinor: t.reservedTransfersTotalMinor,
-          journalDebitTotalMinor: t.journalDebitTotalMinor,
-          journalCreditTotalMinor: t.journalCreditTotalMinor,
+          balanceTotalMinor: t.balanceTotalMinor.toString(),
+          fundedTotalMinor: t.fundedTotalMinor.toString(),
+          defundedTotalMinor: t.defundedTotalMinor.toString(),
+          reservedTotalMinor: t.reservedTotalMinor.toString(),
+          reservedTransfersTotalMinor: t.reservedTransfersTotalMinor.toString(),
+          journalDebitTotalMinor: t.journalDebitTotalMinor.toString(),
+          journalCreditTotalMinor: t.journalCreditTotalMinor.toString(),
         })),
       };
     }),
   };
 }
 
-/** The state changes a transfer row records, oldest first. */
-function lifecycleOf(t: TransferRow): TransferEvent[] {
+/** The state changes of a transfer and the deliveries of its confirmations, oldest first. */
+function lifecycleOf(t: TransferRow, confirmations: ConfirmationEvent[]): TransferEvent[] {
   const events: TransferEvent[] = [{ kind: 'RECEIVED', time: t.receivedAt, bic: t.debtorAgent, batchId: 0n }];
-  if (t.reservedAt !== null && t.status !== 'SETTLED') events.push({ kind: 'RESERVED', time: t.reservedAt, bic: t.debtorAgent, batchId: 0n });
+  // A two-phase transfer has a reservation of its own; an automatic one is reserved and settled at once.
+  if (t.reservedAt !== null && (t.creditorSequence !== null || t.status === 'RESERVED')) {
+    events.push({ kind: 'RESERVED', time: t.reservedAt, bic: t.debtorAgent, batchId: 0n });
+  }
   if (t.finalAt !== null) events.push({ kind: t.status, time: t.finalAt, bic: '', batchId: t.batchId });
-  return events;
+  for (const c of confirmations) {
+    if (c.deliveredAt !== null) events.push({ kind: 'CONFIRMATION_DELIVERED', time: c.deliveredAt, bic: c.bic, batchId: c.batchId });
+  }
+  return events.sort((x, y) => (x.time?.getTime() ?? 0) - (y.time?.getTime() ?? 0));
 }

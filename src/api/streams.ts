@@ -4,12 +4,19 @@
 // in memory per stream, so a slow client costs the node nothing but a cursor.
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { EventHub } from '../clearing/hub.js';
+import { trace } from '@opentelemetry/api';
 import type { ClearingError } from '../clearing/errors.js';
+import { streamMetrics } from '../telemetry/clearing-telemetry.js';
+
+const tracer = trace.getTracer('clearing-node');
 
 /** How often a blocked write re-checks whether the client has fallen too far behind. */
 const blockedCheckMs = 1_000;
 
 export interface CursorStream<Row, Message> {
+  /** Which stream, for spans and metrics: `confirmations` or `inbound`. */
+  name: string;
+  participant: string;
   /** Wake-up topic, e.g. `confirmations:<BIC>`. */
   topic: string;
   /** Deliver rows after this cursor. */
@@ -25,6 +32,10 @@ export interface CursorStream<Row, Message> {
    * the stream (e.g. RESOURCE_EXHAUSTED when too far behind).
    */
   whileBlocked?: (cursor: bigint, blockedMs: number) => Promise<ClearingError | undefined>;
+  /** When the row's transfer became final, to measure delivery lag. */
+  finalAtOf?: (row: Row) => Date;
+  /** Called (not awaited) after a page was written, with its first and last rows. */
+  delivered?: (first: Row, last: Row) => void;
 }
 
 /** Runs a cursor stream until the client goes away, the node closes, or `whileBlocked` gives up. */
@@ -39,19 +50,40 @@ export async function pumpCursorStream<Req, Row, Message>(
   call.on('cancelled', stop);
   call.on('close', stop);
   closing.addEventListener('abort', stop, { once: true });
+  const metrics = streamMetrics();
+  const labels = { 'clearing.stream': spec.name };
+  metrics.subscribers.add(1, labels);
   try {
     let cursor = spec.startAfter;
     while (!gone.signal.aborted) {
       const page = await spec.read(cursor, spec.pageRowsMax);
-      for (const row of page) {
-        if (gone.signal.aborted) return;
-        const error = await write(call, spec.toMessage(row), gone.signal, cursor, spec.whileBlocked);
-        if (error !== undefined) throw error;
-        cursor = spec.cursorOf(row);
+      if (page.length > 0) {
+        const first = page[0] as Row;
+        const span = tracer.startSpan('clearing.stream.deliver', {
+          attributes: { ...labels, 'clearing.bic': spec.participant, 'clearing.stream.after': cursor.toString(), 'clearing.stream.messages': page.length },
+        });
+        let written = 0;
+        try {
+          for (const row of page) {
+            if (gone.signal.aborted) break;
+            const error = await write(call, spec.toMessage(row), gone.signal, cursor, spec.whileBlocked);
+            if (error !== undefined) throw error;
+            cursor = spec.cursorOf(row);
+            written++;
+            const finalAt = spec.finalAtOf?.(row);
+            if (finalAt !== undefined) metrics.lag.record(Math.max(0, Date.now() - finalAt.getTime()) / 1000, labels);
+          }
+        } finally {
+          metrics.delivered.add(written, labels);
+          span.setAttribute('clearing.stream.written', written);
+          span.end();
+          if (written > 0) spec.delivered?.(first, page[written - 1] as Row);
+        }
       }
       if (page.length < spec.pageRowsMax) await hub.wait(spec.topic, spec.pollMs, gone.signal);
     }
   } finally {
+    metrics.subscribers.add(-1, labels);
     closing.removeEventListener('abort', stop);
     if (!call.cancelled && closing.aborted) call.end();
   }

@@ -232,10 +232,12 @@ export function decideBatch(
     if (current.status !== 'RESERVED' || inserted.has(current)) return { kind: 'transfer', transfer: current, replayed: true };
     // The answer came too late: the reservation expires now, and that is the outcome.
     if (isDue(current)) return { kind: 'transfer', transfer: finalize(current, 'EXPIRED', 'AB05', reasons.AB05), replayed: false };
-    const row =
-      op.decision === 'ACCEPT'
-        ? finalize(current, 'SETTLED', '', '')
-        : finalize(current, 'REJECTED', op.reasonCode, creditorRejectionReason(op.reasonCode));
+    const creditorPosition = positions.get(positionKey(current.creditorAgent, current.currency));
+    let row: TransferRow;
+    if (op.decision === 'REJECT') row = finalize(current, 'REJECTED', op.reasonCode, creditorRejectionReason(op.reasonCode));
+    else if (creditorPosition !== undefined && !canCredit(creditorPosition, current.amountMinor)) {
+      row = finalize(current, 'REJECTED', reasonCode('AM02_CREDITOR_LIMIT'), reasons.AM02_CREDITOR_LIMIT);
+    } else row = finalize(current, 'SETTLED', '', '');
     return { kind: 'transfer', transfer: row, replayed: false };
   };
 
@@ -291,7 +293,7 @@ export function decideBatch(
     else if (debtorPosition === undefined) rejection = 'AM03_DEBTOR';
     else if (creditorPosition === undefined) rejection = 'AM03_CREDITOR';
     else if (available(debtorPosition) < t.amountMinor) rejection = 'AM04';
-    else if (creditorPosition.balanceMinor > int64Max - t.amountMinor) rejection = 'AM02';
+    else if (!canCredit(creditorPosition, t.amountMinor)) rejection = 'AM02_CREDITOR_LIMIT';
 
     const row: TransferRow = {
       ...t,
@@ -448,6 +450,14 @@ export function decideBatch(
   writes.notifications = [...notified];
   writes.operations = writes.transfers.length + writes.finalizedTransfers.length + writes.positionOperations.length;
   return { writes, result };
+}
+
+/**
+ * Whether a position can be credited: balance + debit cap must stay within
+ * int64, or the database's available-amount check itself would overflow.
+ */
+function canCredit(p: PositionRow, amountMinor: bigint): boolean {
+  return p.balanceMinor + p.debitCapMinor <= int64Max - amountMinor;
 }
 
 export function available(p: Pick<PositionRow, 'balanceMinor' | 'debitCapMinor' | 'reservedMinor'>): bigint {

@@ -20,7 +20,10 @@ import {
 import {
   selectPositionsOf,
   selectPositionsPage,
+  selectConfirmationEvents,
   selectConfirmationRange,
+  updateConfirmationsDelivered,
+  type ConfirmationEvent,
   selectConfirmationsAfter,
   selectInboundAfter,
   type ConfirmationView,
@@ -379,6 +382,10 @@ export class ClearingCore {
     return afterSequence;
   }
 
+  async markConfirmationsDelivered(bic: string, firstSequence: bigint, lastSequence: bigint): Promise<void> {
+    await updateConfirmationsDelivered(this.db, bic, firstSequence, lastSequence);
+  }
+
   async confirmationsAfter(bic: string, afterSequence: bigint, limit: number): Promise<ConfirmationView[]> {
     return selectConfirmationsAfter(this.db, bic, afterSequence, limit);
   }
@@ -432,10 +439,11 @@ export class ClearingCore {
     return found;
   }
 
-  async inspectTransfer(uetr: string): Promise<TransferRow> {
+  /** The transfer (the original, not a DUPL reuse of its UETR) and its confirmations. */
+  async inspectTransfer(uetr: string): Promise<{ transfer: TransferRow; confirmations: ConfirmationEvent[] }> {
     const [found] = await selectTransfersByUetr(this.db, uetr.toLowerCase());
     if (found === undefined) throw new ClearingError('NOT_FOUND', 'TRANSFER_NOT_FOUND', `no transfer with uetr ${uetr}`);
-    return found;
+    return { transfer: found, confirmations: await selectConfirmationEvents(this.db, found.debtorAgent, found.instructionId) };
   }
 
   async listTransfers(

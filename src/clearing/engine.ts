@@ -32,8 +32,42 @@ export interface CallContext {
 interface Pending {
   operation: Operation;
   call: CallContext;
+  /** What the observer handed back when the operation was queued (e.g. its span). */
+  observed: unknown;
   resolve: (outcome: OperationOutcome) => void;
 }
+
+/**
+ * Hooks for tracing and metrics, so they wrap the engine instead of being
+ * sprinkled through it. `queued` runs in the submitting call's context.
+ */
+export interface EngineObserver {
+  queued(operation: Operation): unknown;
+  /** One attempt of a batch; the transaction runs inside `run` (and its context). */
+  batch<T>(observed: readonly unknown[], attempt: number, run: () => Promise<T>): Promise<T>;
+  committed(batch: {
+    batchId: bigint;
+    observed: readonly unknown[];
+    operations: readonly Operation[];
+    outcomes: readonly OperationOutcome[];
+    durationMs: number;
+    attempt: number;
+  }): void;
+  failed(batch: { observed: readonly unknown[]; error: unknown; attempt: number }): void;
+  /** An operation answered without settlement (cancelled, past its deadline). */
+  abandoned(observed: unknown, outcome: OperationOutcome): void;
+  /** Reads the queue depth when metrics are collected. */
+  watchQueue(depth: () => number): void;
+}
+
+export const noObserver: EngineObserver = {
+  queued: () => undefined,
+  batch: (_observed, _attempt, run) => run(),
+  committed: () => {},
+  failed: () => {},
+  abandoned: () => {},
+  watchQueue: () => {},
+};
 
 const retryBackoffBaseMs = 2;
 
@@ -54,7 +88,9 @@ export class SettlementEngine {
     private readonly logger: Logger,
     /** Called after each commit with the topics the batch touched (`inbound:<BIC>`, `confirmations:<BIC>`). */
     private readonly onCommitted: (topics: readonly string[]) => void = () => {},
+    private readonly observer: EngineObserver = noObserver,
   ) {
+    observer.watchQueue(() => this.queueDepth);
     if (limits.batchOperationsMax < 1 || limits.queueOperationsMax < limits.batchOperationsMax) {
       throw new Error('engine limits: need 1 <= batchOperationsMax <= queueOperationsMax');
     }
@@ -106,6 +142,7 @@ export class SettlementEngine {
         this.queue.push({
           operation,
           call,
+          observed: this.observer.queued(operation),
           resolve: (outcome) => {
             outcomes[index] = outcome;
             if (--remaining === 0) resolveAll(outcomes);
@@ -150,41 +187,47 @@ export class SettlementEngine {
   private dropAbandoned(batch: Pending[]): Pending[] {
     const nowMs = Date.now();
     return batch.filter((p) => {
+      let error: ClearingError | undefined;
       if (p.call.cancelled()) {
-        p.resolve({ kind: 'error', error: new ClearingError('CANCELLED', 'CALL_CANCELLED', 'the call was cancelled before settlement; nothing was applied') });
-        return false;
+        error = new ClearingError('CANCELLED', 'CALL_CANCELLED', 'the call was cancelled before settlement; nothing was applied');
+      } else if (p.call.deadlineMs <= nowMs) {
+        error = new ClearingError('DEADLINE_EXCEEDED', 'DEADLINE_BEFORE_SETTLEMENT', 'the call\'s deadline passed before settlement; nothing was applied');
       }
-      if (p.call.deadlineMs <= nowMs) {
-        p.resolve({
-          kind: 'error',
-          error: new ClearingError('DEADLINE_EXCEEDED', 'DEADLINE_BEFORE_SETTLEMENT', 'the call\'s deadline passed before settlement; nothing was applied'),
-        });
-        return false;
-      }
-      return true;
+      if (error === undefined) return true;
+      const outcome: OperationOutcome = { kind: 'error', error };
+      this.observer.abandoned(p.observed, outcome);
+      p.resolve(outcome);
+      return false;
     });
   }
 
   private async settle(batch: Pending[]): Promise<void> {
     const operations = batch.map((p) => p.operation);
+    const observed = batch.map((p) => p.observed);
     const keys = batchKeys(operations);
     for (let attempt = 0; ; attempt++) {
       const startedMs = performance.now();
       let topics: readonly string[] = [];
+      let batchId = 0n;
       try {
-        const outcomes = await runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) => {
-          const decided = decideBatch(operations, snapshot, {
-            transferAmountMaxMinor: this.limits.transferAmountMaxMinor,
-            reservationTimeoutMs: this.limits.reservationTimeoutMs,
-            now: new Date(),
-          });
-          topics = decided.writes.notifications;
-          return decided;
-        });
+        const outcomes = await this.observer.batch(observed, attempt, () =>
+          runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) => {
+            const decided = decideBatch(operations, snapshot, {
+              transferAmountMaxMinor: this.limits.transferAmountMaxMinor,
+              reservationTimeoutMs: this.limits.reservationTimeoutMs,
+              now: new Date(),
+            });
+            topics = decided.writes.notifications;
+            batchId = snapshot.batchId;
+            return decided;
+          }),
+        );
+        const durationMs = performance.now() - startedMs;
         this.batchesCommitted++;
         this.onCommitted(topics);
+        this.observer.committed({ batchId, observed, operations, outcomes, durationMs, attempt });
         this.logger.debug(
-          { operations: batch.length, attempt, durationMs: Math.round((performance.now() - startedMs) * 1000) / 1000 },
+          { batchId: batchId.toString(), operations: batch.length, attempt, durationMs: Math.round(durationMs * 1000) / 1000 },
           'settlement batch committed',
         );
         for (let i = 0; i < batch.length; i++) (batch[i] as Pending).resolve(outcomes[i] as OperationOutcome);
@@ -196,6 +239,7 @@ export class SettlementEngine {
           continue;
         }
         this.logger.error({ err: error, operations: batch.length, attempt }, 'settlement batch failed; nothing applied');
+        this.observer.failed({ observed, error, attempt });
         const failure = new ClearingError(
           'UNAVAILABLE',
           'SETTLEMENT_UNAVAILABLE',

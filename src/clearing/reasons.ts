@@ -4,6 +4,7 @@
 export const reasons = {
   AM04: 'Insufficient funds: the amount exceeds the debtor agent\'s available position.',
   AM02: 'The amount exceeds the largest amount this node settles in one transfer.',
+  AM02_CREDITOR_LIMIT: 'The creditor agent\'s position cannot take this amount: it would exceed 2^63-1 minor units.',
   RC01_CREDITOR: 'The creditor agent is not a participant of this clearing node.',
   RC01_INTERMEDIARY: 'The intermediary agent is not a cross-border gateway participant of this clearing node.',
   AG01_DEBTOR: 'The debtor agent is suspended from the scheme.',

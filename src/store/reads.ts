@@ -1,6 +1,7 @@
 // Read-only SQL: positions, transfers, reconciliation. One function per statement.
 import type pg from 'pg';
 import { transferColumns, transferFromRaw } from './settlement.js';
+import { inTransaction } from './client.js';
 import type { PositionRow, TransferRow, TransferStatusName } from './rows.js';
 
 
@@ -110,9 +111,7 @@ export interface ReconciliationTotals {
  * every figure describes the same instant.
  */
 export async function selectReconciliation(db: pg.Pool): Promise<ReconciliationTotals[]> {
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  return inTransaction(db, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async (client) => {
     const result = await client.query(`
       WITH currencies AS (
         SELECT currency FROM positions UNION SELECT currency FROM journal_entries
@@ -154,7 +153,6 @@ export async function selectReconciliation(db: pg.Pool): Promise<ReconciliationT
         LEFT JOIN reserved_by r USING (currency) LEFT JOIN journal_by j USING (currency)
         LEFT JOIN negative n USING (currency) LEFT JOIN mismatches m USING (currency)
        ORDER BY c.currency`);
-    await client.query('COMMIT');
     return result.rows.map((r) => ({
       currency: r.currency,
       balanceTotalMinor: BigInt(r.balance),
@@ -175,12 +173,7 @@ export async function selectReconciliation(db: pg.Pool): Promise<ReconciliationT
       })),
       checkTime: r.check_time as Date,
     }));
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** The transfers (not DUPL rejections) with these UETRs, any status: what creditor answers refer to. */
@@ -274,4 +267,39 @@ export async function selectConfirmationRange(db: pg.Pool, bic: string): Promise
   });
   const row = result.rows[0];
   return row === undefined ? undefined : { latest: BigInt(row.latest), purgedThrough: BigInt(row.purged) };
+}
+
+/** Marks a participant's confirmations as delivered (first delivery only). */
+export async function updateConfirmationsDelivered(db: pg.Pool, bic: string, firstSequence: bigint, lastSequence: bigint): Promise<void> {
+  await db.query({
+    name: 'confirmations_delivered',
+    text: `UPDATE confirmations SET delivered_at = now()
+            WHERE bic = $1 AND sequence BETWEEN $2 AND $3 AND delivered_at IS NULL`,
+    values: [bic, firstSequence.toString(), lastSequence.toString()],
+  });
+}
+
+export interface ConfirmationEvent {
+  bic: string;
+  role: string;
+  finalAt: Date;
+  deliveredAt: Date | null;
+  batchId: bigint;
+}
+
+/** The confirmations of one transfer, for its lifecycle. */
+export async function selectConfirmationEvents(db: pg.Pool, debtorAgent: string, instructionId: string): Promise<ConfirmationEvent[]> {
+  const result = await db.query({
+    name: 'confirmations_of_transfer',
+    text: `SELECT bic, role, final_at, delivered_at, batch_id::text AS batch_id FROM confirmations
+            WHERE debtor_agent = $1 AND instruction_id = $2 ORDER BY sequence`,
+    values: [debtorAgent, instructionId],
+  });
+  return result.rows.map((r) => ({ bic: r.bic, role: r.role, finalAt: r.final_at, deliveredAt: r.delivered_at, batchId: BigInt(r.batch_id) }));
+}
+
+/** How many transfers are RESERVED right now (partial index: cheap). */
+export async function countReservedTransfers(db: pg.Pool): Promise<number> {
+  const result = await db.query({ name: 'transfers_reserved_count', text: `SELECT count(*)::int AS n FROM transfers WHERE status = 'RESERVED'` });
+  return result.rows[0].n as number;
 }

@@ -12,7 +12,8 @@
 // Lock order: every batch locks positions before participants, each in sorted
 // order, so two batches (in this process or another node process) never wait
 // on each other in a cycle.
-import pg from 'pg';
+import type pg from 'pg';
+import { inTransaction } from './client.js';
 import type {
   BatchKeys,
   BatchSnapshot,
@@ -343,10 +344,7 @@ export async function runSettlementBatch<R>(
   keys: BatchKeys,
   decide: (snapshot: BatchSnapshot) => { writes: BatchWrites; result: R },
 ): Promise<R> {
-  const client = await pool.connect();
-  let broken: unknown;
-  try {
-    await client.query('BEGIN');
+  return inTransaction(pool, 'BEGIN', async (client) => {
     const positions = await client.query({
       name: 'settlement_lock_positions',
       text: lockPositionsSql,
@@ -370,16 +368,8 @@ export async function runSettlementBatch<R>(
       const { text, values } = writeBatch(snapshot.batchId, nodeId, writes, new Date());
       await client.query({ name: 'settlement_write_batch', text, values });
     }
-    await client.query('COMMIT');
     return result;
-  } catch (error) {
-    broken = error;
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    // A connection that failed mid-transaction is discarded rather than reused.
-    client.release(broken !== undefined && !(broken instanceof pg.DatabaseError) ? (broken as Error) : undefined);
-  }
+  });
 }
 
 /** SQLSTATEs after which the same batch may simply run again. */
@@ -387,6 +377,7 @@ const retryableStates = new Set([
   '40001', // serialization_failure
   '40P01', // deadlock_detected
   '23505', // unique_violation: another node stored the same instruction id or UETR first
+  '55P03', // lock_not_available: lock_timeout passed waiting for a row another node holds
 ]);
 
 export function isRetryableSettlementError(error: unknown): boolean {

@@ -167,6 +167,11 @@ CREATE TABLE confirmations (
   reason text NOT NULL DEFAULT '',
   final_at timestamptz NOT NULL,
   batch_id bigint NOT NULL,
+  -- When the confirmation was first written to one of the participant's streams.
+  delivered_at timestamptz,
   PRIMARY KEY (bic, sequence),
   FOREIGN KEY (debtor_agent, instruction_id) REFERENCES transfers (debtor_agent, instruction_id)
 );
+
+CREATE INDEX confirmations_transfer_idx ON confirmations (debtor_agent, instruction_id);
+CREATE INDEX confirmations_final_idx ON confirmations (final_at);

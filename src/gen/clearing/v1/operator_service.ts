@@ -255,24 +255,28 @@ export interface InspectTransferResponse {
 export interface ReconcileRequest {
 }
 
-/** The totals of one currency, as Reconcile found them. */
+/**
+ * The totals of one currency, as Reconcile found them. Totals are sums over
+ * every position and operation of the currency and may exceed int64, so they
+ * are decimal strings of minor units (e.g. "123456789012345678901").
+ */
 export interface CurrencyTotals {
   /** ISO 4217 currency. */
   currency: string;
-  /** Sum of all position balances. */
-  balanceTotalMinor: bigint;
-  /** Sum of all liquidity brought in. */
-  fundedTotalMinor: bigint;
-  /** Sum of all liquidity taken out. */
-  defundedTotalMinor: bigint;
-  /** Sum of all reservations on positions. */
-  reservedTotalMinor: bigint;
-  /** Sum of the amounts of RESERVED transfers. */
-  reservedTransfersTotalMinor: bigint;
-  /** Sum of the journal's debit entries. */
-  journalDebitTotalMinor: bigint;
-  /** Sum of the journal's credit entries. */
-  journalCreditTotalMinor: bigint;
+  /** Sum of all position balances (decimal minor units; may be negative). */
+  balanceTotalMinor: string;
+  /** Sum of all liquidity brought in (decimal minor units). */
+  fundedTotalMinor: string;
+  /** Sum of all liquidity taken out (decimal minor units). */
+  defundedTotalMinor: string;
+  /** Sum of all reservations on positions (decimal minor units). */
+  reservedTotalMinor: string;
+  /** Sum of the amounts of RESERVED transfers (decimal minor units). */
+  reservedTransfersTotalMinor: string;
+  /** Sum of the journal's debit entries (decimal minor units). */
+  journalDebitTotalMinor: string;
+  /** Sum of the journal's credit entries (decimal minor units). */
+  journalCreditTotalMinor: string;
 }
 
 /** One broken invariant. */
@@ -2303,13 +2307,13 @@ export const ReconcileRequest: MessageFns<ReconcileRequest> = {
 function createBaseCurrencyTotals(): CurrencyTotals {
   return {
     currency: "",
-    balanceTotalMinor: 0n,
-    fundedTotalMinor: 0n,
-    defundedTotalMinor: 0n,
-    reservedTotalMinor: 0n,
-    reservedTransfersTotalMinor: 0n,
-    journalDebitTotalMinor: 0n,
-    journalCreditTotalMinor: 0n,
+    balanceTotalMinor: "",
+    fundedTotalMinor: "",
+    defundedTotalMinor: "",
+    reservedTotalMinor: "",
+    reservedTransfersTotalMinor: "",
+    journalDebitTotalMinor: "",
+    journalCreditTotalMinor: "",
   };
 }
 
@@ -2318,49 +2322,26 @@ export const CurrencyTotals: MessageFns<CurrencyTotals> = {
     if (message.currency !== "") {
       writer.uint32(10).string(message.currency);
     }
-    if (message.balanceTotalMinor !== 0n) {
-      if (BigInt.asIntN(64, message.balanceTotalMinor) !== message.balanceTotalMinor) {
-        throw new globalThis.Error("value provided for field message.balanceTotalMinor of type int64 too large");
-      }
-      writer.uint32(16).int64(message.balanceTotalMinor);
+    if (message.balanceTotalMinor !== "") {
+      writer.uint32(18).string(message.balanceTotalMinor);
     }
-    if (message.fundedTotalMinor !== 0n) {
-      if (BigInt.asIntN(64, message.fundedTotalMinor) !== message.fundedTotalMinor) {
-        throw new globalThis.Error("value provided for field message.fundedTotalMinor of type int64 too large");
-      }
-      writer.uint32(24).int64(message.fundedTotalMinor);
+    if (message.fundedTotalMinor !== "") {
+      writer.uint32(26).string(message.fundedTotalMinor);
     }
-    if (message.defundedTotalMinor !== 0n) {
-      if (BigInt.asIntN(64, message.defundedTotalMinor) !== message.defundedTotalMinor) {
-        throw new globalThis.Error("value provided for field message.defundedTotalMinor of type int64 too large");
-      }
-      writer.uint32(32).int64(message.defundedTotalMinor);
+    if (message.defundedTotalMinor !== "") {
+      writer.uint32(34).string(message.defundedTotalMinor);
     }
-    if (message.reservedTotalMinor !== 0n) {
-      if (BigInt.asIntN(64, message.reservedTotalMinor) !== message.reservedTotalMinor) {
-        throw new globalThis.Error("value provided for field message.reservedTotalMinor of type int64 too large");
-      }
-      writer.uint32(40).int64(message.reservedTotalMinor);
+    if (message.reservedTotalMinor !== "") {
+      writer.uint32(42).string(message.reservedTotalMinor);
     }
-    if (message.reservedTransfersTotalMinor !== 0n) {
-      if (BigInt.asIntN(64, message.reservedTransfersTotalMinor) !== message.reservedTransfersTotalMinor) {
-        throw new globalThis.Error(
-          "value provided for field message.reservedTransfersTotalMinor of type int64 too large",
-        );
-      }
-      writer.uint32(48).int64(message.reservedTransfersTotalMinor);
+    if (message.reservedTransfersTotalMinor !== "") {
+      writer.uint32(50).string(message.reservedTransfersTotalMinor);
     }
-    if (message.journalDebitTotalMinor !== 0n) {
-      if (BigInt.asIntN(64, message.journalDebitTotalMinor) !== message.journalDebitTotalMinor) {
-        throw new globalThis.Error("value provided for field message.journalDebitTotalMinor of type int64 too large");
-      }
-      writer.uint32(56).int64(message.journalDebitTotalMinor);
+    if (message.journalDebitTotalMinor !== "") {
+      writer.uint32(58).string(message.journalDebitTotalMinor);
     }
-    if (message.journalCreditTotalMinor !== 0n) {
-      if (BigInt.asIntN(64, message.journalCreditTotalMinor) !== message.journalCreditTotalMinor) {
-        throw new globalThis.Error("value provided for field message.journalCreditTotalMinor of type int64 too large");
-      }
-      writer.uint32(64).int64(message.journalCreditTotalMinor);
+    if (message.journalCreditTotalMinor !== "") {
+      writer.uint32(66).string(message.journalCreditTotalMinor);
     }
     return writer;
   },
@@ -2387,59 +2368,59 @@ export const CurrencyTotals: MessageFns<CurrencyTotals> = {
             continue;
           }
           case 2: {
-            if (tag !== 16) {
+            if (tag !== 18) {
               break;
             }
 
-            message.balanceTotalMinor = reader.int64() as bigint;
+            message.balanceTotalMinor = reader.string();
             continue;
           }
           case 3: {
-            if (tag !== 24) {
+            if (tag !== 26) {
               break;
             }
 
-            message.fundedTotalMinor = reader.int64() as bigint;
+            message.fundedTotalMinor = reader.string();
             continue;
           }
           case 4: {
-            if (tag !== 32) {
+            if (tag !== 34) {
               break;
             }
 
-            message.defundedTotalMinor = reader.int64() as bigint;
+            message.defundedTotalMinor = reader.string();
             continue;
           }
           case 5: {
-            if (tag !== 40) {
+            if (tag !== 42) {
               break;
             }
 
-            message.reservedTotalMinor = reader.int64() as bigint;
+            message.reservedTotalMinor = reader.string();
             continue;
           }
           case 6: {
-            if (tag !== 48) {
+            if (tag !== 50) {
               break;
             }
 
-            message.reservedTransfersTotalMinor = reader.int64() as bigint;
+            message.reservedTransfersTotalMinor = reader.string();
             continue;
           }
           case 7: {
-            if (tag !== 56) {
+            if (tag !== 58) {
               break;
             }
 
-            message.journalDebitTotalMinor = reader.int64() as bigint;
+            message.journalDebitTotalMinor = reader.string();
             continue;
           }
           case 8: {
-            if (tag !== 64) {
+            if (tag !== 66) {
               break;
             }
 
-            message.journalCreditTotalMinor = reader.int64() as bigint;
+            message.journalCreditTotalMinor = reader.string();
             continue;
           }
         }
@@ -2458,40 +2439,40 @@ export const CurrencyTotals: MessageFns<CurrencyTotals> = {
     return {
       currency: isSet(object.currency) ? globalThis.String(object.currency) : "",
       balanceTotalMinor: isSet(object.balanceTotalMinor)
-        ? BigInt(object.balanceTotalMinor)
+        ? globalThis.String(object.balanceTotalMinor)
         : isSet(object.balance_total_minor)
-        ? BigInt(object.balance_total_minor)
-        : 0n,
+        ? globalThis.String(object.balance_total_minor)
+        : "",
       fundedTotalMinor: isSet(object.fundedTotalMinor)
-        ? BigInt(object.fundedTotalMinor)
+        ? globalThis.String(object.fundedTotalMinor)
         : isSet(object.funded_total_minor)
-        ? BigInt(object.funded_total_minor)
-        : 0n,
+        ? globalThis.String(object.funded_total_minor)
+        : "",
       defundedTotalMinor: isSet(object.defundedTotalMinor)
-        ? BigInt(object.defundedTotalMinor)
+        ? globalThis.String(object.defundedTotalMinor)
         : isSet(object.defunded_total_minor)
-        ? BigInt(object.defunded_total_minor)
-        : 0n,
+        ? globalThis.String(object.defunded_total_minor)
+        : "",
       reservedTotalMinor: isSet(object.reservedTotalMinor)
-        ? BigInt(object.reservedTotalMinor)
+        ? globalThis.String(object.reservedTotalMinor)
         : isSet(object.reserved_total_minor)
-        ? BigInt(object.reserved_total_minor)
-        : 0n,
+        ? globalThis.String(object.reserved_total_minor)
+        : "",
       reservedTransfersTotalMinor: isSet(object.reservedTransfersTotalMinor)
-        ? BigInt(object.reservedTransfersTotalMinor)
+        ? globalThis.String(object.reservedTransfersTotalMinor)
         : isSet(object.reserved_transfers_total_minor)
-        ? BigInt(object.reserved_transfers_total_minor)
-        : 0n,
+        ? globalThis.String(object.reserved_transfers_total_minor)
+        : "",
       journalDebitTotalMinor: isSet(object.journalDebitTotalMinor)
-        ? BigInt(object.journalDebitTotalMinor)
+        ? globalThis.String(object.journalDebitTotalMinor)
         : isSet(object.journal_debit_total_minor)
-        ? BigInt(object.journal_debit_total_minor)
-        : 0n,
+        ? globalThis.String(object.journal_debit_total_minor)
+        : "",
       journalCreditTotalMinor: isSet(object.journalCreditTotalMinor)
-        ? BigInt(object.journalCreditTotalMinor)
+        ? globalThis.String(object.journalCreditTotalMinor)
         : isSet(object.journal_credit_total_minor)
-        ? BigInt(object.journal_credit_total_minor)
-        : 0n,
+        ? globalThis.String(object.journal_credit_total_minor)
+        : "",
     };
   },
 
@@ -2500,26 +2481,26 @@ export const CurrencyTotals: MessageFns<CurrencyTotals> = {
     if (message.currency !== "") {
       obj.currency = message.currency;
     }
-    if (message.balanceTotalMinor !== 0n) {
-      obj.balanceTotalMinor = message.balanceTotalMinor.toString();
+    if (message.balanceTotalMinor !== "") {
+      obj.balanceTotalMinor = message.balanceTotalMinor;
     }
-    if (message.fundedTotalMinor !== 0n) {
-      obj.fundedTotalMinor = message.fundedTotalMinor.toString();
+    if (message.fundedTotalMinor !== "") {
+      obj.fundedTotalMinor = message.fundedTotalMinor;
     }
-    if (message.defundedTotalMinor !== 0n) {
-      obj.defundedTotalMinor = message.defundedTotalMinor.toString();
+    if (message.defundedTotalMinor !== "") {
+      obj.defundedTotalMinor = message.defundedTotalMinor;
     }
-    if (message.reservedTotalMinor !== 0n) {
-      obj.reservedTotalMinor = message.reservedTotalMinor.toString();
+    if (message.reservedTotalMinor !== "") {
+      obj.reservedTotalMinor = message.reservedTotalMinor;
     }
-    if (message.reservedTransfersTotalMinor !== 0n) {
-      obj.reservedTransfersTotalMinor = message.reservedTransfersTotalMinor.toString();
+    if (message.reservedTransfersTotalMinor !== "") {
+      obj.reservedTransfersTotalMinor = message.reservedTransfersTotalMinor;
     }
-    if (message.journalDebitTotalMinor !== 0n) {
-      obj.journalDebitTotalMinor = message.journalDebitTotalMinor.toString();
+    if (message.journalDebitTotalMinor !== "") {
+      obj.journalDebitTotalMinor = message.journalDebitTotalMinor;
     }
-    if (message.journalCreditTotalMinor !== 0n) {
-      obj.journalCreditTotalMinor = message.journalCreditTotalMinor.toString();
+    if (message.journalCreditTotalMinor !== "") {
+      obj.journalCreditTotalMinor = message.journalCreditTotalMinor;
     }
     return obj;
   },
@@ -2530,30 +2511,13 @@ export const CurrencyTotals: MessageFns<CurrencyTotals> = {
   fromPartial<I extends Exact<DeepPartial<CurrencyTotals>, I>>(object: I): CurrencyTotals {
     const message = createBaseCurrencyTotals();
     message.currency = object.currency ?? "";
-    message.balanceTotalMinor = (object.balanceTotalMinor !== undefined && object.balanceTotalMinor !== null)
-      ? BigInt(object.balanceTotalMinor)
-      : 0n;
-    message.fundedTotalMinor = (object.fundedTotalMinor !== undefined && object.fundedTotalMinor !== null)
-      ? BigInt(object.fundedTotalMinor)
-      : 0n;
-    message.defundedTotalMinor = (object.defundedTotalMinor !== undefined && object.defundedTotalMinor !== null)
-      ? BigInt(object.defundedTotalMinor)
-      : 0n;
-    message.reservedTotalMinor = (object.reservedTotalMinor !== undefined && object.reservedTotalMinor !== null)
-      ? BigInt(object.reservedTotalMinor)
-      : 0n;
-    message.reservedTransfersTotalMinor =
-      (object.reservedTransfersTotalMinor !== undefined && object.reservedTransfersTotalMinor !== null)
-        ? BigInt(object.reservedTransfersTotalMinor)
-        : 0n;
-    message.journalDebitTotalMinor =
-      (object.journalDebitTotalMinor !== undefined && object.journalDebitTotalMinor !== null)
-        ? BigInt(object.journalDebitTotalMinor)
-        : 0n;
-    message.journalCreditTotalMinor =
-      (object.journalCreditTotalMinor !== undefined && object.journalCreditTotalMinor !== null)
-        ? BigInt(object.journalCreditTotalMinor)
-        : 0n;
+    message.balanceTotalMinor = object.balanceTotalMinor ?? "";
+    message.fundedTotalMinor = object.fundedTotalMinor ?? "";
+    message.defundedTotalMinor = object.defundedTotalMinor ?? "";
+    message.reservedTotalMinor = object.reservedTotalMinor ?? "";
+    message.reservedTransfersTotalMinor = object.reservedTransfersTotalMinor ?? "";
+    message.journalDebitTotalMinor = object.journalDebitTotalMinor ?? "";
+    message.journalCreditTotalMinor = object.journalCreditTotalMinor ?? "";
     return message;
   },
 };

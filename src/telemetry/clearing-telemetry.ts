@@ -1,0 +1,252 @@
+// Tracing and metrics around the settlement engine, as an EngineObserver: the
+// engine calls these hooks; nothing in the domain knows about OpenTelemetry.
+//
+// Per operation (in the submitting call's trace):
+//   clearing.queue_wait   enqueue → its batch starts
+//   clearing.<stage>      batch start → commit, stage = settle | reserve | reject | expire | liquidity,
+//                         linked to the batch span, carrying the batch id
+// Per batch (a trace of its own, linked to every operation it carries):
+//   clearing.batch        the Postgres transaction; the SQL spans are its children
+//
+// Attributes carry ids (UETR, instruction id, BICs), status and reason code;
+// never names or IBANs.
+import {
+  context,
+  metrics,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Context,
+  type Span,
+} from '@opentelemetry/api';
+import type { EngineObserver } from '../clearing/engine.js';
+import type { Operation, OperationOutcome } from '../clearing/batch.js';
+
+const tracer = trace.getTracer('clearing-node');
+// Looked up when instruments are created, not at import: unlike tracers, a
+// meter taken before the SDK registers its provider stays a no-op for good.
+const meter = () => metrics.getMeter('clearing-node');
+
+interface Observed {
+  parent: Context;
+  queueWait: Span;
+  attributes: Attributes;
+}
+
+/** Span attributes of an operation: identifiers only. */
+export function operationAttributes(op: Operation): Attributes {
+  switch (op.kind) {
+    case 'transfer':
+      return {
+        'clearing.operation': 'transfer',
+        'clearing.uetr': op.transfer.uetr,
+        'clearing.instruction_id': op.transfer.instructionId,
+        'clearing.debtor_agent': op.transfer.debtorAgent,
+        'clearing.creditor_agent': op.transfer.creditorAgent,
+        ...(op.transfer.intermediaryAgent === '' ? {} : { 'clearing.intermediary_agent': op.transfer.intermediaryAgent }),
+      };
+    case 'answer':
+    case 'expire':
+      return {
+        'clearing.operation': op.kind === 'answer' ? `answer_${op.decision.toLowerCase()}` : 'expire',
+        'clearing.uetr': op.transfer.uetr,
+        'clearing.instruction_id': op.transfer.instructionId,
+        'clearing.debtor_agent': op.transfer.debtorAgent,
+        'clearing.creditor_agent': op.transfer.creditorAgent,
+      };
+    default:
+      return { 'clearing.operation': op.kind.toLowerCase(), 'clearing.request_id': op.requestId, 'clearing.bic': op.bic };
+  }
+}
+
+function stageOf(op: Operation, outcome: OperationOutcome): string {
+  if (outcome.kind === 'position') return 'liquidity';
+  if (outcome.kind === 'error') return 'refuse';
+  if (outcome.replayed) return 'replay';
+  switch (outcome.transfer.status) {
+    case 'RESERVED':
+      return 'reserve';
+    case 'SETTLED':
+      return 'settle';
+    case 'EXPIRED':
+      return 'expire';
+    default:
+      return op.kind === 'answer' ? 'reject' : 'reject';
+  }
+}
+
+/** Histogram buckets in seconds for payment latency: 1 ms … 20 s (the FedNow clock). */
+const latencyBucketsSeconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20];
+
+export class ClearingTelemetry implements EngineObserver {
+  private batchSpan: Span | undefined;
+  private batchStartMs = 0;
+
+  private readonly transfers = meter().createCounter('clearing.transfers', {
+    description: 'Transfers that reached a status (RESERVED, SETTLED, REJECTED, EXPIRED), by reason code',
+  });
+  private readonly participantTransfers = meter().createCounter('clearing.participant.transfers', {
+    description: 'Transfers per participant, role and status',
+  });
+  private readonly finalLatency = meter().createHistogram('clearing.transfer.duration', {
+    description: 'From receipt of a transfer to its final status',
+    unit: 's',
+    advice: { explicitBucketBoundaries: latencyBucketsSeconds },
+  });
+  private readonly batchSize = meter().createHistogram('clearing.batch.operations', {
+    description: 'Operations per settlement batch',
+    advice: { explicitBucketBoundaries: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 8190] },
+  });
+  private readonly batchDuration = meter().createHistogram('clearing.batch.duration', {
+    description: 'Duration of one settlement transaction',
+    unit: 's',
+    advice: { explicitBucketBoundaries: latencyBucketsSeconds },
+  });
+  private readonly batchFailures = meter().createCounter('clearing.batch.failures', {
+    description: 'Settlement batches that failed for good (callers got UNAVAILABLE)',
+  });
+  private readonly liquidity = meter().createCounter('clearing.position_operations', {
+    description: 'Liquidity transfers and debit cap changes applied',
+  });
+
+  queued(operation: Operation): Observed {
+    const parent = context.active();
+    const attributes = operationAttributes(operation);
+    const queueWait = tracer.startSpan('clearing.queue_wait', { kind: SpanKind.INTERNAL, attributes }, parent);
+    return { parent, queueWait, attributes };
+  }
+
+  async batch<T>(observed: readonly unknown[], attempt: number, run: () => Promise<T>): Promise<T> {
+    const items = observed as Observed[];
+    if (attempt === 0) for (const o of items) o.queueWait.end();
+    this.batchStartMs = Date.now();
+    const span = tracer.startSpan(
+      'clearing.batch',
+      {
+        kind: SpanKind.INTERNAL,
+        root: true,
+        attributes: { 'clearing.batch.operations': items.length, 'clearing.batch.attempt': attempt },
+        links: items.map((o) => ({ context: trace.getSpan(o.parent)?.spanContext() ?? o.queueWait.spanContext(), attributes: o.attributes })),
+      },
+      ROOT_CONTEXT,
+    );
+    this.batchSpan = span;
+    try {
+      return await context.with(trace.setSpan(ROOT_CONTEXT, span), run);
+    } catch (error) {
+      span.recordException(error as Error);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (error as { code?: string }).code ?? 'error' });
+      span.end();
+      this.batchSpan = undefined;
+      throw error;
+    }
+  }
+
+  committed(batch: Parameters<EngineObserver['committed']>[0]): void {
+    const span = this.batchSpan;
+    this.batchSpan = undefined;
+    const batchId = batch.batchId.toString();
+    span?.setAttribute('clearing.batch.id', batchId);
+    span?.end();
+    this.batchSize.record(batch.operations.length);
+    this.batchDuration.record(batch.durationMs / 1000);
+
+    const now = Date.now();
+    batch.operations.forEach((op, i) => {
+      const o = batch.observed[i] as Observed | undefined;
+      const outcome = batch.outcomes[i] as OperationOutcome;
+      const stage = stageOf(op, outcome);
+      if (o !== undefined) {
+        const attributes: Attributes = { ...o.attributes, 'clearing.batch.id': batchId };
+        if (outcome.kind === 'transfer') {
+          attributes['clearing.status'] = outcome.transfer.status;
+          if (outcome.transfer.reasonCode !== '') attributes['clearing.reason_code'] = outcome.transfer.reasonCode;
+          attributes['clearing.replayed'] = outcome.replayed;
+        }
+        const stageSpan = tracer.startSpan(
+          `clearing.${stage}`,
+          { kind: SpanKind.INTERNAL, startTime: this.batchStartMs, attributes, links: span === undefined ? [] : [{ context: span.spanContext() }] },
+          o.parent,
+        );
+        if (outcome.kind === 'error') stageSpan.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error.reason });
+        stageSpan.end(now);
+      }
+      this.count(outcome);
+    });
+  }
+
+  failed(batch: Parameters<EngineObserver['failed']>[0]): void {
+    this.batchFailures.add(1);
+    for (const item of batch.observed as Observed[]) {
+      const s = tracer.startSpan('clearing.settle', { startTime: this.batchStartMs, attributes: item.attributes }, item.parent);
+      s.setStatus({ code: SpanStatusCode.ERROR, message: 'settlement batch failed; nothing applied' });
+      s.end();
+    }
+  }
+
+  abandoned(observed: unknown, outcome: OperationOutcome): void {
+    const o = observed as Observed | undefined;
+    if (o === undefined) return;
+    o.queueWait.setStatus({ code: SpanStatusCode.ERROR, message: outcome.kind === 'error' ? outcome.error.reason : 'abandoned' });
+    o.queueWait.end();
+  }
+
+  watchQueue(depth: () => number): void {
+    meter()
+      .createObservableGauge('clearing.queue.depth', { description: 'Operations waiting for the settlement loop' })
+      .addCallback((result) => result.observe(depth()));
+  }
+
+  private count(outcome: OperationOutcome): void {
+    if (outcome.kind === 'position') {
+      if (!outcome.replayed) this.liquidity.add(1);
+      return;
+    }
+    if (outcome.kind !== 'transfer' || outcome.replayed) return;
+    const t = outcome.transfer;
+    this.transfers.add(1, { 'clearing.status': t.status, 'clearing.reason_code': t.reasonCode });
+    this.participantTransfers.add(1, { 'clearing.bic': t.debtorAgent, 'clearing.role': 'DEBTOR', 'clearing.status': t.status });
+    this.participantTransfers.add(1, { 'clearing.bic': t.creditorAgent, 'clearing.role': 'CREDITOR', 'clearing.status': t.status });
+    if (t.finalAt !== null) this.finalLatency.record(Math.max(0, t.finalAt.getTime() - t.receivedAt.getTime()) / 1000, { 'clearing.status': t.status });
+  }
+}
+
+/** Gauges read from elsewhere: pending reservations (from the database) and stream subscribers. */
+export function watchPendingReservations(count: () => Promise<number>): void {
+  let cached = 0;
+  let readAtMs = 0;
+  meter()
+    .createObservableGauge('clearing.reservations.pending', { description: 'Transfers RESERVED and waiting for the creditor agent' })
+    .addCallback(async (result) => {
+      // At most one query per second, however often Prometheus scrapes.
+      if (Date.now() - readAtMs > 1_000) {
+        readAtMs = Date.now();
+        cached = await count().catch(() => cached);
+      }
+      result.observe(cached);
+    });
+}
+
+export interface StreamMetrics {
+  subscribers: ReturnType<ReturnType<typeof meter>['createUpDownCounter']>;
+  delivered: ReturnType<ReturnType<typeof meter>['createCounter']>;
+  lag: ReturnType<ReturnType<typeof meter>['createHistogram']>;
+}
+
+let streams: StreamMetrics | undefined;
+
+/** Instruments of the server streams, created on first use. */
+export function streamMetrics(): StreamMetrics {
+  streams ??= {
+    subscribers: meter().createUpDownCounter('clearing.stream.subscribers', { description: 'Open server streams, by stream (confirmations, inbound)' }),
+    delivered: meter().createCounter('clearing.stream.delivered', { description: 'Messages written to server streams' }),
+    lag: meter().createHistogram('clearing.stream.lag', {
+      description: "From a transfer's final status to its confirmation being written to a subscriber",
+      unit: 's',
+      advice: { explicitBucketBoundaries: latencyBucketsSeconds },
+    }),
+  };
+  return streams;
+}

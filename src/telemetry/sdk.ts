@@ -1,0 +1,92 @@
+// OpenTelemetry set-up, started before the gRPC and pg modules load so their
+// instrumentations can patch them (see main.ts). Traces go to OTLP/HTTP when
+// OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set, nowhere
+// otherwise; spans are still recorded so every transfer keeps its trace id.
+// Metrics are served for Prometheus at CLEARING_METRICS_ADDRESS under /metrics.
+import http from 'node:http';
+import { NodeSDK } from '@opentelemetry/sdk-node';
+import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
+import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+
+/** service.instance.id: not yet in the stable semantic conventions export. */
+const attrServiceInstanceId = 'service.instance.id';
+
+export interface TelemetryOptions {
+  serviceVersion: string;
+  instanceId: string;
+  /** host:port for /metrics; port 0 picks a free one. Empty string: no metrics endpoint. */
+  metricsAddress: string;
+  /** Extra span processors (tests use an in-memory exporter). */
+  spanProcessors?: SpanProcessor[];
+}
+
+export interface Telemetry {
+  /** The /metrics port actually bound (0 when none). */
+  metricsPort: number;
+  shutdown(): Promise<void>;
+}
+
+function otlpTracesConfigured(env: NodeJS.ProcessEnv): boolean {
+  if ((env.OTEL_TRACES_EXPORTER ?? '').split(',').includes('none')) return false;
+  return Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
+}
+
+export async function startTelemetry(options: TelemetryOptions, env: NodeJS.ProcessEnv = process.env): Promise<Telemetry> {
+  const spanProcessors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
+  if (otlpTracesConfigured(env)) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
+
+  const prometheus = new PrometheusExporter({ preventServerStart: true });
+  const sdk = new NodeSDK({
+    serviceName: env.OTEL_SERVICE_NAME ?? 'clearing-node',
+    resource: resourceFromAttributes({
+      [ATTR_SERVICE_NAME]: env.OTEL_SERVICE_NAME ?? 'clearing-node',
+      [ATTR_SERVICE_VERSION]: options.serviceVersion,
+      [attrServiceInstanceId]: options.instanceId,
+    }),
+    // Explicit, so the SDK does not fall back to exporting to a default OTLP endpoint.
+    spanProcessors,
+    logRecordProcessors: [],
+    metricReaders: [prometheus],
+    instrumentations: [
+      new GrpcInstrumentation(),
+      // Statement text is parameterised SQL; values (names, IBANs) are never recorded.
+      new PgInstrumentation({ enhancedDatabaseReporting: false, requireParentSpan: true }),
+    ],
+  });
+  sdk.start();
+
+  let server: http.Server | undefined;
+  let metricsPort = 0;
+  if (options.metricsAddress !== '') {
+    const index = options.metricsAddress.lastIndexOf(':');
+    const host = options.metricsAddress.slice(0, index);
+    const port = Number(options.metricsAddress.slice(index + 1));
+    server = http.createServer((request, response) => {
+      if (request.method === 'GET' && request.url?.split('?')[0] === '/metrics') {
+        prometheus.getMetricsRequestHandler(request, response);
+        return;
+      }
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: metrics are at /metrics\n');
+    });
+    metricsPort = await new Promise<number>((resolve, reject) => {
+      server?.once('error', reject);
+      server?.listen(port, host, () => {
+        const address = server?.address();
+        resolve(typeof address === 'object' && address !== null ? address.port : port);
+      });
+    });
+  }
+
+  return {
+    metricsPort,
+    async shutdown() {
+      await new Promise<void>((resolve) => (server === undefined ? resolve() : server.close(() => resolve())));
+      await sdk.shutdown();
+    },
+  };
+}
