@@ -210,8 +210,8 @@ export class SettlementEngine {
       let topics: readonly string[] = [];
       let batchId = 0n;
       try {
-        const outcomes = await this.observer.batch(observed, attempt, () =>
-          runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) => {
+        const outcomes = await this.observer.batch(observed, attempt, async () => {
+          const committed = await runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) => {
             const decided = decideBatch(operations, snapshot, {
               transferAmountMaxMinor: this.limits.transferAmountMaxMinor,
               reservationTimeoutMs: this.limits.reservationTimeoutMs,
@@ -220,16 +220,18 @@ export class SettlementEngine {
             topics = decided.writes.notifications;
             batchId = snapshot.batchId;
             return decided;
-          }),
-        );
+          });
+          // Logged inside the batch's span, so the line carries its trace id.
+          this.logger.debug(
+            { batchId: batchId.toString(), operations: batch.length, attempt, durationMs: Math.round((performance.now() - startedMs) * 1000) / 1000 },
+            'settlement batch committed',
+          );
+          return committed;
+        });
         const durationMs = performance.now() - startedMs;
         this.batchesCommitted++;
         this.onCommitted(topics);
         this.observer.committed({ batchId, observed, operations, outcomes, durationMs, attempt });
-        this.logger.debug(
-          { batchId: batchId.toString(), operations: batch.length, attempt, durationMs: Math.round(durationMs * 1000) / 1000 },
-          'settlement batch committed',
-        );
         for (let i = 0; i < batch.length; i++) (batch[i] as Pending).resolve(outcomes[i] as OperationOutcome);
         return;
       } catch (error) {

@@ -15,7 +15,12 @@ export interface TestNode {
   stop(): Promise<void>;
 }
 
-export async function startTestNode(env: Record<string, string> = {}, databaseUrl?: string): Promise<TestNode> {
+export async function startTestNode(
+  env: Record<string, string> = {},
+  databaseUrl?: string,
+  /** Where the node's log lines go (stdout when unset). */
+  logDestination?: { write(line: string): void },
+): Promise<TestNode> {
   const bare = databaseUrl === undefined ? await createBareDatabase() : undefined;
   const url = databaseUrl ?? (bare?.url as string);
   const config: Config = loadConfig({
@@ -26,7 +31,7 @@ export async function startTestNode(env: Record<string, string> = {}, databaseUr
     ...env,
     DATABASE_URL: url,
   });
-  const node = await startNode(config, createLogger(config.logLevel, { node: config.nodeId }));
+  const node = await startNode(config, createLogger(config.logLevel, { node: config.nodeId }, logDestination));
   const operator = operatorClient(node.address);
   const clients: { close(): void }[] = [operator.raw];
   return {
