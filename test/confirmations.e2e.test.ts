@@ -8,13 +8,12 @@ import { ParticipantKind } from '../src/gen/clearing/v1/participant.js';
 import { TransferStatus, type CreditTransfer } from '../src/gen/clearing/v1/transfer.js';
 import type { StreamConfirmationsResponse } from '../src/gen/clearing/v1/clearing_service.js';
 import { failure, type ClearingClient } from './support/clients.js';
-import { createBank, transfer } from './support/fixtures.js';
+import { createBank, freshBic, transfer } from './support/fixtures.js';
 import { startTestNode, type TestNode } from './support/node.js';
 import { readStream } from './support/streams.js';
 
 let a: TestNode;
 let b: TestNode;
-let banks = 0;
 
 beforeAll(async () => {
   const env = { CLEARING_STREAM_LAG_MAX: '50', CLEARING_STREAM_STALL_MS: '2000' };
@@ -27,10 +26,8 @@ afterAll(async () => {
 });
 
 async function pair(fundMinor = 100_000_000n) {
-  banks += 1;
-  const tag = [676, 26, 1].map((unit) => String.fromCharCode(65 + (Math.floor(banks / unit) % 26))).join('');
-  const debtor = `S${tag}DEFFXXX`;
-  const creditor = `R${tag}FRPPXXX`;
+  const debtor = freshBic('S', 'DEFF');
+  const creditor = freshBic('R', 'FRPP');
   await createBank(a.operator, debtor, fundMinor);
   await createBank(a.operator, creditor);
   return { debtor, creditor, payer: a.participant(debtor), payee: a.participant(creditor) };

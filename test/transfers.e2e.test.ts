@@ -7,18 +7,15 @@ import { status } from '@grpc/grpc-js';
 import { ParticipantKind, ParticipantStatus } from '../src/gen/clearing/v1/participant.js';
 import { TransferStatus, type CreditTransfer } from '../src/gen/clearing/v1/transfer.js';
 import { failure } from './support/clients.js';
-import { createBank, participant, transfer, uniqueId } from './support/fixtures.js';
+import { createBank, freshBic, participant, transfer, uniqueId } from './support/fixtures.js';
 import { startTestNode, type TestNode } from './support/node.js';
 
 let t: TestNode;
-let bankCount = 0;
 
 /** A fresh pair of banks (debtor funded with `fundMinor`), named so they never collide. */
 async function banks(fundMinor = 1_000_00n) {
-  bankCount += 1;
-  const tag = [676, 26, 1].map((unit) => String.fromCharCode(65 + (Math.floor(bankCount / unit) % 26))).join('');
-  const debtor = `D${tag}DEFFXXX`;
-  const creditor = `C${tag}FRPPXXX`;
+  const debtor = freshBic('D', 'DEFF');
+  const creditor = freshBic('C', 'FRPP');
   await createBank(t.operator, debtor, fundMinor);
   await createBank(t.operator, creditor);
   return { debtor, creditor, client: t.participant(debtor) };

@@ -8,7 +8,7 @@ import { AcceptanceMode } from '../src/gen/clearing/v1/participant.js';
 import { CreditorDecision, TransferStatus } from '../src/gen/clearing/v1/transfer.js';
 import type { StreamInboundTransfersResponse } from '../src/gen/clearing/v1/clearing_service.js';
 import { failure, type ClearingClient } from './support/clients.js';
-import { createBank, transfer } from './support/fixtures.js';
+import { createBank, freshBic, transfer } from './support/fixtures.js';
 import { startTestNode, type TestNode } from './support/node.js';
 import { readStream } from './support/streams.js';
 
@@ -18,7 +18,6 @@ const env = { CLEARING_RESERVATION_TIMEOUT_MS: String(reservationTimeoutMs), CLE
 let a: TestNode;
 let b: TestNode;
 let db: pg.Pool;
-let pairs = 0;
 
 beforeAll(async () => {
   a = await startTestNode(env);
@@ -34,10 +33,8 @@ afterAll(async () => {
 
 /** A funded debtor (AUTOMATIC) and an EXPLICIT creditor, both fresh. */
 async function pair(fundMinor = 10_000n) {
-  pairs += 1;
-  const tag = [676, 26, 1].map((unit) => String.fromCharCode(65 + (Math.floor(pairs / unit) % 26))).join('');
-  const debtor = `P${tag}DEFFXXX`;
-  const creditor = `Q${tag}FRPPXXX`;
+  const debtor = freshBic('P', 'DEFF');
+  const creditor = freshBic('Q', 'FRPP');
   await createBank(a.operator, debtor, fundMinor);
   await createBank(a.operator, creditor, 0n, { acceptanceMode: AcceptanceMode.ACCEPTANCE_MODE_EXPLICIT });
   return { debtor, creditor, payer: a.participant(debtor), payee: a.participant(creditor) };

@@ -25,21 +25,22 @@ export const int64Max = 9_223_372_036_854_775_807n;
 export const rtgsAccount = 'RTGS';
 
 /** A validated credit transfer instruction as the core sees it. */
-export interface TransferInstruction {
-  instructionId: string;
-  endToEndId: string;
-  uetr: string;
-  debtorAgent: string;
-  creditorAgent: string;
-  intermediaryAgent: string;
-  currency: string;
-  amountMinor: bigint;
-  debtorName: string;
-  debtorIban: string;
-  creditorName: string;
-  creditorIban: string;
-  remittanceInformation: string;
-}
+export type TransferInstruction = Pick<
+  TransferRow,
+  | 'instructionId'
+  | 'endToEndId'
+  | 'uetr'
+  | 'debtorAgent'
+  | 'creditorAgent'
+  | 'intermediaryAgent'
+  | 'currency'
+  | 'amountMinor'
+  | 'debtorName'
+  | 'debtorIban'
+  | 'creditorName'
+  | 'creditorIban'
+  | 'remittanceInformation'
+>;
 
 export interface TransferOperation {
   kind: 'transfer';
@@ -101,21 +102,16 @@ export function batchKeys(operations: readonly Operation[]): BatchKeys {
   const requestIds: string[] = [];
   const addPosition = (bic: string, currency: string) => positions.set(positionKey(bic, currency), { bic, currency });
   for (const op of operations) {
-    if (op.kind === 'transfer') {
+    if (op.kind === 'transfer' || op.kind === 'answer' || op.kind === 'expire') {
+      // A transfer's two positions, its parties, and its instruction id (to
+      // find it, or to tell a replay from a new one).
       const t = op.transfer;
       addPosition(t.debtorAgent, t.currency);
       addPosition(t.creditorAgent, t.currency);
       participants.add(t.debtorAgent).add(t.creditorAgent);
       if (t.intermediaryAgent !== '') participants.add(t.intermediaryAgent);
       instructions.push({ debtorAgent: t.debtorAgent, instructionId: t.instructionId });
-      uetrs.add(t.uetr);
-    } else if (op.kind === 'answer' || op.kind === 'expire') {
-      const t = op.transfer;
-      addPosition(t.debtorAgent, t.currency);
-      addPosition(t.creditorAgent, t.currency);
-      participants.add(t.debtorAgent).add(t.creditorAgent);
-      if (t.intermediaryAgent !== '') participants.add(t.intermediaryAgent);
-      instructions.push({ debtorAgent: t.debtorAgent, instructionId: t.instructionId });
+      if (op.kind === 'transfer') uetrs.add(t.uetr);
     } else {
       addPosition(op.bic, op.currency);
       participants.add(op.bic);

@@ -58,3 +58,14 @@ export function transfer(debtorAgent: string, creditorAgent: string, amountMinor
     ...overrides,
   };
 }
+
+let bicCounter = 0;
+/**
+ * A fresh BIC for this test file: `<letter><3 letters counting up><country><location>XXX`,
+ * so each scenario gets banks no other scenario touched.
+ */
+export function freshBic(letter: string, countryAndLocation: string): string {
+  bicCounter += 1;
+  const tag = [676, 26, 1].map((unit) => String.fromCharCode(65 + (Math.floor(bicCounter / unit) % 26))).join('');
+  return `${letter}${tag}${countryAndLocation}XXX`;
+}
