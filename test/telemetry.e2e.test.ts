@@ -259,4 +259,29 @@ describe('OTLP over the wire', () => {
       await db.drop();
     }
   }, 60_000);
+
+  test('with nothing to export, a node records no spans but still keeps the bank\'s trace id', async () => {
+    const db = await support.database.createBareDatabase();
+    try {
+      const node = await support.processes.startNodeProcess({ databaseUrl: db.url, name: 'quiet-node' });
+      const operator = support.clients.operatorClient(node.address);
+      await support.fixtures.createBank(operator, 'QUIEDEFFXXX', 100n);
+      await support.fixtures.createBank(operator, 'QUIEFRPPXXX');
+      const payer = support.clients.clearingClient(node.address, 'participant/QUIEDEFFXXX');
+      const traceId = hex(16);
+      const request = support.fixtures.transfer('QUIEDEFFXXX', 'QUIEFRPPXXX', 5n);
+      const bankContext = trace.setSpanContext(context.active(), { traceId, spanId: hex(8), traceFlags: TraceFlags.SAMPLED, isRemote: true });
+      await context.with(bankContext, () => payer.submitTransfer({ transfer: request, waitForFinal: false }));
+      expect((await operator.inspectTransfer({ uetr: request.uetr })).traceId).toBe(traceId);
+      // A call without a traceparent gets a trace id of its own.
+      const untraced = support.fixtures.transfer('QUIEDEFFXXX', 'QUIEFRPPXXX', 6n);
+      await context.with(trace.deleteSpan(context.active()), () => payer.submitTransfer({ transfer: untraced, waitForFinal: false }));
+      expect((await operator.inspectTransfer({ uetr: untraced.uetr })).traceId).toMatch(/^[0-9a-f]{32}$/);
+      operator.raw.close();
+      payer.raw.close();
+      await node.stop();
+    } finally {
+      await db.drop();
+    }
+  }, 60_000);
 });

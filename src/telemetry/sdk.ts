@@ -1,7 +1,8 @@
 // OpenTelemetry set-up, started before the gRPC and pg modules load so their
 // instrumentations can patch them (see main.ts). Traces go to OTLP/HTTP when
 // OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set, nowhere
-// otherwise; spans are still recorded so every transfer keeps its trace id.
+// otherwise (spans then go unrecorded, but still carry ids, so every transfer
+// keeps its trace id).
 // Metrics are served for Prometheus at CLEARING_METRICS_ADDRESS under /metrics.
 import http from 'node:http';
 import { NodeSDK } from '@opentelemetry/sdk-node';
@@ -9,7 +10,7 @@ import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 
@@ -41,7 +42,12 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
   if (otlpTracesConfigured(env)) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
 
   const prometheus = new PrometheusExporter({ preventServerStart: true });
+  // With nowhere to send spans, record none: spans still get ids (so every
+  // transfer keeps its trace id, and a bank's traceparent is continued), but
+  // building attributes and timings for nobody costs CPU on the hot path.
+  const sampler = spanProcessors.length === 0 ? { sampler: new AlwaysOffSampler() } : {};
   const sdk = new NodeSDK({
+    ...sampler,
     serviceName: env.OTEL_SERVICE_NAME ?? 'clearing-node',
     resource: resourceFromAttributes({
       [ATTR_SERVICE_NAME]: env.OTEL_SERVICE_NAME ?? 'clearing-node',
