@@ -1,0 +1,152 @@
+// The issue's goals, the final table and the JSON report. Goals are reported,
+// never enforced: a MISS does not fail the run (only the end-of-run
+// verification does).
+import type { BenchOptions } from './options.js';
+import type { WorkloadResult } from './workloads.js';
+
+export type Verdict = 'PASS' | 'MISS' | 'n/a';
+
+export interface GoalOutcome {
+  goal: string;
+  verdict: Verdict;
+  /** Why the verdict is n/a, or what missed. */
+  note: string;
+  /** node ÷ ceiling (calls/s for unary, transfers/s for batch). */
+  ceilingRatio?: number;
+}
+
+/** The figures of issue 7, for this 2-core machine, all durable. */
+export const goals = {
+  unaryCeilingRatioMin: 0.8,
+  batchSettledPerSecondMin: 50_000,
+  openP99MsMax: 25,
+  openP999MsMax: 100,
+  twoPhaseSettledPerSecondMin: 3_000,
+  fanoutP99MsMax: 50,
+} as const;
+
+/** The parameters each goal is stated for; other parameters make the verdict n/a. */
+const goalParameters = {
+  unary: (o: BenchOptions) => o.banks === 20 && o.inFlight === 256,
+  batch: (o: BenchOptions) => o.batchSize === 1_000,
+  open: (o: BenchOptions) => o.ratePerSecond === 2_000,
+  'two-phase': () => true,
+  fanout: (o: BenchOptions) => o.subscribers === 10,
+} as const;
+
+const goalParameterText = {
+  unary: '20 banks, 256 in flight',
+  batch: '1,000 per call',
+  open: '2,000/s',
+  'two-phase': '',
+  fanout: '10 subscribers',
+} as const;
+
+function ratio(node: number, ceiling: number | undefined): number | undefined {
+  if (ceiling === undefined || ceiling === 0) return undefined;
+  return Math.round((node / ceiling) * 1000) / 1000;
+}
+
+export function evaluate(result: WorkloadResult, ceiling: WorkloadResult | undefined, options: BenchOptions): GoalOutcome {
+  if (result.target === 'ceiling') return { goal: '', verdict: 'n/a', note: 'ceiling run' };
+  const comparable = goalParameters[result.workload](options) && !options.smoke;
+  const notComparable = options.smoke ? 'smoke run' : `goal is for ${goalParameterText[result.workload]}`;
+  const errorCount = Object.values(result.errors).reduce((a, b) => a + b, 0);
+  const verdict = (ok: boolean): Verdict => (comparable ? (ok ? 'PASS' : 'MISS') : 'n/a');
+  switch (result.workload) {
+    case 'unary': {
+      const r = ratio(result.callsPerSecond, ceiling?.callsPerSecond);
+      const goal = `≥ ${goals.unaryCeilingRatioMin} × ceiling calls/s`;
+      if (r === undefined) return { goal, verdict: 'n/a', note: 'no ceiling run' };
+      return { goal, verdict: verdict(r >= goals.unaryCeilingRatioMin), note: comparable ? '' : notComparable, ceilingRatio: r };
+    }
+    case 'batch': {
+      const r = ratio(result.transfersPerSecond, ceiling?.transfersPerSecond);
+      const goal = `≥ ${goals.batchSettledPerSecondMin.toLocaleString('en-US')} settled/s`;
+      return { goal, verdict: verdict(result.settledPerSecond >= goals.batchSettledPerSecondMin), note: comparable ? '' : notComparable, ...(r === undefined ? {} : { ceilingRatio: r }) };
+    }
+    case 'open': {
+      const dropped = Number(result.details['dropped'] ?? 0);
+      const ok = result.latencyMs.p99 <= goals.openP99MsMax && result.latencyMs.p999 <= goals.openP999MsMax && dropped === 0 && errorCount === 0;
+      const note = !comparable ? notComparable : dropped > 0 || errorCount > 0 ? `${dropped} dropped, ${errorCount} errors` : '';
+      return { goal: `p99 ≤ ${goals.openP99MsMax} ms, p99.9 ≤ ${goals.openP999MsMax} ms`, verdict: verdict(ok), note };
+    }
+    case 'two-phase':
+      return {
+        goal: `≥ ${goals.twoPhaseSettledPerSecondMin.toLocaleString('en-US')} settled/s`,
+        verdict: verdict(result.settledPerSecond >= goals.twoPhaseSettledPerSecondMin),
+        note: comparable ? '' : notComparable,
+      };
+    case 'fanout': {
+      const missing = Number(result.details['confirmationsMissingAfterDrain'] ?? 0);
+      const ok = result.latencyMs.p99 <= goals.fanoutP99MsMax && missing === 0;
+      return {
+        goal: `p99 commit→delivery ≤ ${goals.fanoutP99MsMax} ms`,
+        verdict: verdict(ok),
+        note: !comparable ? notComparable : missing > 0 ? `${missing} confirmations missing` : '',
+      };
+    }
+  }
+}
+
+// --- table -------------------------------------------------------------------------------
+
+const integerFormat = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+const msFormat = new Intl.NumberFormat('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+
+function pad(cells: string[][], rightAligned: boolean[]): string {
+  const widths = cells[0]?.map((_, column) => Math.max(...cells.map((row) => (row[column] ?? '').length))) ?? [];
+  return cells
+    .map((row) =>
+      row
+        .map((cell, column) => (rightAligned[column] ? cell.padStart(widths[column] ?? 0) : cell.padEnd(widths[column] ?? 0)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export interface ReportedResult extends WorkloadResult {
+  goal: GoalOutcome;
+}
+
+/** The final table: one row per run, then one line per workload saying what its latency measures and anything notable. */
+export function table(results: readonly ReportedResult[]): string {
+  const header = ['workload', 'target', 'calls/s', 'settled/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'errors', 'vs ceiling', 'cores load/server/pg/other', 'goal', 'result'];
+  const rows = results.map((r) => {
+    const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
+    return [
+      r.workload,
+      r.target,
+      integerFormat.format(r.callsPerSecond),
+      r.target === 'ceiling' ? `(${integerFormat.format(r.transfersPerSecond)})` : integerFormat.format(r.settledPerSecond),
+      msFormat.format(r.latencyMs.p50),
+      msFormat.format(r.latencyMs.p90),
+      msFormat.format(r.latencyMs.p99),
+      msFormat.format(r.latencyMs.p999),
+      msFormat.format(r.latencyMs.max),
+      integerFormat.format(errors),
+      r.goal.ceilingRatio === undefined ? '' : r.goal.ceilingRatio.toFixed(2),
+      `${r.cpuCores.load.toFixed(2)}/${(r.target === 'ceiling' ? r.cpuCores.noop : r.cpuCores.node).toFixed(2)}/${r.cpuCores.postgres.toFixed(2)}/${r.cpuCores.other.toFixed(2)}`,
+      r.goal.goal,
+      r.goal.verdict + (r.goal.note === '' ? '' : ` (${r.goal.note})`),
+    ];
+  });
+  const aligned = [false, false, true, true, true, true, true, true, true, true, true, true, false, false];
+  const notes: string[] = [];
+  for (const r of results) {
+    const parts = [`latency = ${r.latencyOf}`];
+    if (r.target === 'ceiling') parts.push('no-op server: canned SETTLED answers; settled/s column shows transfers answered/s');
+    if (r.details['dropped'] !== undefined) parts.push(`${integerFormat.format(Number(r.details['dropped']))} sends dropped at ${integerFormat.format(Number(r.details['outstandingMax']))} outstanding`);
+    if (r.details['offeredPerSecond'] !== undefined) parts.push(`offered ${integerFormat.format(Number(r.details['offeredPerSecond']))}/s`);
+    if (r.details['deliveries'] !== undefined) parts.push(`${integerFormat.format(Number(r.details['deliveries']) / r.seconds)} deliveries/s`);
+    const errors = Object.entries(r.errors);
+    if (errors.length > 0) parts.push(`errors: ${errors.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    const rejected = Object.entries(r.rejected);
+    if (rejected.length > 0) parts.push(`rejected: ${rejected.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    const extra = r.details['latencyMs'] as Record<string, { p50: number; p99: number; p999: number }> | undefined;
+    for (const [name, s] of Object.entries(extra ?? {})) parts.push(`${name}: p50 ${msFormat.format(s.p50)} / p99 ${msFormat.format(s.p99)} / p99.9 ${msFormat.format(s.p999)} ms`);
+    notes.push(`  ${r.workload} ${r.target}: ${parts.join('; ')}`);
+  }
+  return `${pad([header, ...rows], aligned)}\n\n${notes.join('\n')}`;
+}
