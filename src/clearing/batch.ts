@@ -190,10 +190,15 @@ export function decideBatch(
     from.balanceMinor -= row.amountMinor;
     to.balanceMinor += row.amountMinor;
     changedPositions.add(from).add(to);
-    writes.journal.push(
-      journalEntry(row.currency, row.debtorAgent, row.amountMinor, 0n, row),
-      journalEntry(row.currency, row.creditorAgent, 0n, row.amountMinor, row),
-    );
+    writes.journal.push({
+      currency: row.currency,
+      debitAccount: row.debtorAgent,
+      creditAccount: row.creditorAgent,
+      amountMinor: row.amountMinor,
+      transferDebtorAgent: row.debtorAgent,
+      transferInstructionId: row.instructionId,
+      positionRequestId: null,
+    });
   };
 
   /**
@@ -415,10 +420,15 @@ export function decideBatch(
     writes.positionOperations.push(row);
     if (op.kind !== 'SET_DEBIT_CAP') {
       const [debited, credited] = op.kind === 'FUND' ? [rtgsAccount, op.bic] : [op.bic, rtgsAccount];
-      writes.journal.push(
-        { ...liquidityEntry(op, row), account: debited, debitMinor: op.amountMinor },
-        { ...liquidityEntry(op, row), account: credited, creditMinor: op.amountMinor },
-      );
+      writes.journal.push({
+        currency: op.currency,
+        debitAccount: debited,
+        creditAccount: credited,
+        amountMinor: op.amountMinor,
+        transferDebtorAgent: null,
+        transferInstructionId: null,
+        positionRequestId: row.requestId,
+      });
     }
     return { kind: 'position', position: { ...position }, replayed: false };
   };
@@ -475,28 +485,4 @@ export function creditorRejectionReason(code: string): string {
     RR04: 'Rejected by the creditor agent for regulatory reasons.',
   };
   return known[code] ?? `Rejected by the creditor agent with reason code ${code}.`;
-}
-
-function journalEntry(currency: string, account: string, debitMinor: bigint, creditMinor: bigint, row: TransferRow) {
-  return {
-    currency,
-    account,
-    debitMinor,
-    creditMinor,
-    transferDebtorAgent: row.debtorAgent,
-    transferInstructionId: row.instructionId,
-    positionRequestId: null,
-  };
-}
-
-function liquidityEntry(op: PositionOperation, row: PositionOperationRow) {
-  return {
-    currency: op.currency,
-    account: '',
-    debitMinor: 0n,
-    creditMinor: 0n,
-    transferDebtorAgent: null,
-    transferInstructionId: null,
-    positionRequestId: row.requestId,
-  };
 }

@@ -503,6 +503,22 @@ export class ClearingCore {
           detail: `journal debits ${t.journalDebitTotalMinor} differ from credits ${t.journalCreditTotalMinor}`,
         });
       }
+      if (t.journalTransfersTotalMinor !== t.settledTransfersTotalMinor) {
+        violations.push({
+          invariant: 'JOURNAL_TRANSFERS_MISMATCH',
+          currency: t.currency,
+          bic: '',
+          detail: `the journal books ${t.journalTransfersTotalMinor} for transfers but SETTLED transfers amount to ${t.settledTransfersTotalMinor}`,
+        });
+      }
+      if (t.journalLiquidityTotalMinor !== t.fundedTotalMinor + t.defundedTotalMinor) {
+        violations.push({
+          invariant: 'JOURNAL_LIQUIDITY_MISMATCH',
+          currency: t.currency,
+          bic: '',
+          detail: `the journal books ${t.journalLiquidityTotalMinor} for liquidity transfers but they amount to ${t.fundedTotalMinor + t.defundedTotalMinor}`,
+        });
+      }
       for (const n of t.negativePositions) {
         violations.push({ invariant: 'POSITION_NEGATIVE', currency: t.currency, bic: n.bic, detail: `available is ${n.availableMinor}` });
       }

@@ -167,6 +167,9 @@ async function applyPending(
     log(`applied migration ${migration.fileName} in ${Date.now() - startedMs} ms`);
   }
   if (applied.length === 0) log(`schema is up to date at version ${alreadyApplied}`);
+  // New tables have no planner statistics until autovacuum's first ANALYZE;
+  // give the planner some at once rather than a minute of guessing.
+  else await client.query('ANALYZE');
   assert.equal(alreadyApplied + applied.length, migrations.length);
   return { applied, alreadyApplied };
 }

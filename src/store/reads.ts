@@ -47,10 +47,13 @@ export async function selectPositionsPage(
 
 /** Transfers carrying this UETR: the original first, then DUPL rejections of later reuses. */
 export async function selectTransfersByUetr(db: pg.Pool, uetr: string): Promise<TransferRow[]> {
+  // Two branches so each uses its partial index (the original's is unique).
   const result = await db.query({
     name: 'transfers_by_uetr',
-    text: `SELECT ${transferColumns} FROM transfers t WHERE t.uetr = $1
-            ORDER BY (t.reason_code = 'DUPL'), t.received_at LIMIT 100`,
+    text: `(SELECT ${transferColumns} FROM transfers t WHERE t.uetr = $1 AND t.reason_code <> 'DUPL')
+           UNION ALL
+           (SELECT ${transferColumns} FROM transfers t WHERE t.uetr = $1 AND t.reason_code = 'DUPL'
+             ORDER BY t.received_at LIMIT 100)`,
     values: [uetr],
   });
   return result.rows.map(transferFromRaw);
@@ -100,6 +103,11 @@ export interface ReconciliationTotals {
   reservedTransfersTotalMinor: bigint;
   journalDebitTotalMinor: bigint;
   journalCreditTotalMinor: bigint;
+  /** What the journal books for transfers, and for liquidity transfers. */
+  journalTransfersTotalMinor: bigint;
+  journalLiquidityTotalMinor: bigint;
+  /** Sum of the amounts of SETTLED transfers. */
+  settledTransfersTotalMinor: bigint;
   negativePositions: { bic: string; availableMinor: bigint }[];
   /** Per participant: balance minus what its journal entries say it should be. */
   journalMismatches: { bic: string; balanceMinor: bigint; journalMinor: bigint }[];
@@ -126,14 +134,24 @@ export async function selectReconciliation(db: pg.Pool): Promise<ReconciliationT
       ), reserved_by AS (
         SELECT currency, sum(amount_minor) AS reserved FROM transfers WHERE status = 'RESERVED' GROUP BY currency
       ), journal_by AS (
-        SELECT currency, sum(debit_minor) AS debits, sum(credit_minor) AS credits FROM journal_entries GROUP BY currency
+        -- Each booking debits one account and credits another by the same
+        -- amount, so debits equal credits by construction; both are reported.
+        SELECT currency, sum(amount_minor) AS debits, sum(amount_minor) AS credits,
+               coalesce(sum(amount_minor) FILTER (WHERE transfer_instruction_id IS NOT NULL), 0) AS transfers_booked,
+               coalesce(sum(amount_minor) FILTER (WHERE position_request_id IS NOT NULL), 0) AS liquidity_booked
+          FROM journal_entries GROUP BY currency
+      ), settled_by AS (
+        SELECT currency, sum(amount_minor) AS settled FROM transfers WHERE status = 'SETTLED' GROUP BY currency
       ), negative AS (
         SELECT currency, json_agg(json_build_object('bic', bic,
                  'available', (balance_minor + debit_cap_minor - reserved_minor)::text)) AS list
           FROM positions WHERE balance_minor + debit_cap_minor - reserved_minor < 0 GROUP BY currency
       ), journal_per_account AS (
-        SELECT currency, account, sum(credit_minor) - sum(debit_minor) AS net
-          FROM journal_entries WHERE account <> 'RTGS' GROUP BY currency, account
+        SELECT currency, account, sum(signed) AS net FROM (
+          SELECT currency, credit_account AS account, amount_minor AS signed FROM journal_entries
+          UNION ALL
+          SELECT currency, debit_account, -amount_minor FROM journal_entries
+        ) sides WHERE account <> 'RTGS' GROUP BY currency, account
       ), mismatches AS (
         SELECT p.currency, json_agg(json_build_object('bic', p.bic, 'balance', p.balance_minor::text,
                  'journal', coalesce(j.net, 0)::text)) AS list
@@ -146,12 +164,15 @@ export async function selectReconciliation(db: pg.Pool): Promise<ReconciliationT
              coalesce(o.defunded, 0)::text AS defunded, coalesce(p.reserved, 0)::text AS reserved,
              coalesce(r.reserved, 0)::text AS reserved_transfers,
              coalesce(j.debits, 0)::text AS debits, coalesce(j.credits, 0)::text AS credits,
+             coalesce(j.transfers_booked, 0)::text AS transfers_booked, coalesce(j.liquidity_booked, 0)::text AS liquidity_booked,
+             coalesce(st.settled, 0)::text AS settled,
              coalesce(n.list, '[]') AS negative, coalesce(m.list, '[]') AS mismatches,
              statement_timestamp() AS check_time
         FROM currencies c
         LEFT JOIN positions_by p USING (currency) LEFT JOIN operations_by o USING (currency)
         LEFT JOIN reserved_by r USING (currency) LEFT JOIN journal_by j USING (currency)
         LEFT JOIN negative n USING (currency) LEFT JOIN mismatches m USING (currency)
+        LEFT JOIN settled_by st USING (currency)
        ORDER BY c.currency`);
     return result.rows.map((r) => ({
       currency: r.currency,
@@ -162,6 +183,9 @@ export async function selectReconciliation(db: pg.Pool): Promise<ReconciliationT
       reservedTransfersTotalMinor: BigInt(r.reserved_transfers),
       journalDebitTotalMinor: BigInt(r.debits),
       journalCreditTotalMinor: BigInt(r.credits),
+      journalTransfersTotalMinor: BigInt(r.transfers_booked),
+      journalLiquidityTotalMinor: BigInt(r.liquidity_booked),
+      settledTransfersTotalMinor: BigInt(r.settled),
       negativePositions: (r.negative as { bic: string; available: string }[]).map((n) => ({
         bic: n.bic,
         availableMinor: BigInt(n.available),

@@ -79,11 +79,12 @@ export interface PositionOperationRow {
   createdAt: Date;
 }
 
+/** One booking: `amountMinor` from `debitAccount` to `creditAccount`. */
 export interface JournalRow {
   currency: string;
-  account: string;
-  debitMinor: bigint;
-  creditMinor: bigint;
+  debitAccount: string;
+  creditAccount: string;
+  amountMinor: bigint;
   transferDebtorAgent: string | null;
   transferInstructionId: string | null;
   positionRequestId: string | null;

@@ -44,6 +44,8 @@ const readSnapshotSql = `
      ORDER BY bic
        FOR UPDATE
   ), known_transfers AS (
+    -- LATERAL: one primary-key probe per instruction, whatever the planner's
+    -- statistics say (a fresh table without them got a hash join over a full scan).
     SELECT t.debtor_agent, t.instruction_id, t.end_to_end_id, t.uetr, t.creditor_agent,
            t.intermediary_agent, t.currency, t.amount_minor::text AS amount_minor,
            t.debtor_name, t.debtor_iban, t.creditor_name, t.creditor_iban,
@@ -51,11 +53,13 @@ const readSnapshotSql = `
            t.status, t.reason_code, t.reason, t.received_at, t.reserved_at, t.final_at,
            t.expire_at, t.trace_id, t.creditor_sequence::text AS creditor_sequence,
            t.batch_id::text AS batch_id
-      FROM transfers t
-      JOIN unnest($2::text[], $3::text[]) AS k(debtor_agent, instruction_id)
-        ON t.debtor_agent = k.debtor_agent AND t.instruction_id = k.instruction_id
+      FROM unnest($2::text[], $3::text[]) AS k(debtor_agent, instruction_id)
+      CROSS JOIN LATERAL (
+        SELECT * FROM transfers x WHERE x.debtor_agent = k.debtor_agent AND x.instruction_id = k.instruction_id
+      ) t
   ), used_uetrs AS (
-    SELECT uetr FROM transfers WHERE uetr = ANY($4::uuid[]) AND reason_code <> 'DUPL'
+    SELECT u.uetr FROM unnest($4::uuid[]) AS k(uetr)
+      CROSS JOIN LATERAL (SELECT x.uetr FROM transfers x WHERE x.uetr = k.uetr AND x.reason_code <> 'DUPL') u
   ), known_operations AS (
     SELECT request_id, kind, bic, currency, amount_minor::text AS amount_minor,
            encode(request_digest, 'hex') AS request_digest,
@@ -175,13 +179,13 @@ function writeBatch(batchId: bigint, nodeId: string, w: BatchWrites, now: Date):
       ['timestamptz', (o) => o.createdAt],
     ])} AS o
   ), journal AS (
-    INSERT INTO journal_entries (currency, account, debit_minor, credit_minor, transfer_debtor_agent,
+    INSERT INTO journal_entries (currency, debit_account, credit_account, amount_minor, transfer_debtor_agent,
       transfer_instruction_id, position_request_id, batch_id, created_at)
     SELECT j.*, ${batch}, ${param(now, 'timestamptz')} FROM ${unnest<JournalRow>(w.journal, [
       ['text', (j) => j.currency],
-      ['text', (j) => j.account],
-      ['bigint', (j) => str(j.debitMinor)],
-      ['bigint', (j) => str(j.creditMinor)],
+      ['text', (j) => j.debitAccount],
+      ['text', (j) => j.creditAccount],
+      ['bigint', (j) => str(j.amountMinor)],
       ['text', (j) => j.transferDebtorAgent],
       ['text', (j) => j.transferInstructionId],
       ['text', (j) => j.positionRequestId],
