@@ -53,6 +53,7 @@ const environment = z.object({
   CLEARING_BATCH_OPERATIONS_MAX: integer(1, 8190, 1000),
   CLEARING_BATCH_WAIT_MS: integer(0, 100, 0),
   CLEARING_BATCH_RETRY_MAX: integer(0, 20, 5),
+  CLEARING_SETTLEMENT_PIPELINES: integer(1, 8, 2),
   CLEARING_SHUTDOWN_GRACE_MS: integer(0, 600_000, 10_000),
   CLEARING_RESERVATION_TIMEOUT_MS: integer(100, 600_000, 10_000),
   CLEARING_EXPIRY_SWEEP_INTERVAL_MS: integer(10, 60_000, 200),
@@ -85,6 +86,8 @@ export interface Config {
   batchWaitMs: number;
   /** How often a batch is retried after a deadlock, serialization failure or lost race. */
   batchRetryMax: number;
+  /** How many settlement batches may be in flight at once (each its own transaction). */
+  settlementPipelines: number;
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs: number;
   /** How long a reservation waits for an EXPLICIT creditor's answer before it expires (AB05). */
@@ -121,6 +124,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  if (e.CLEARING_DATABASE_POOL_MAX < e.CLEARING_SETTLEMENT_PIPELINES + 1) {
+    throw new ConfigError(
+      `invalid configuration:\n  CLEARING_DATABASE_POOL_MAX=${e.CLEARING_DATABASE_POOL_MAX} must exceed ` +
+        `CLEARING_SETTLEMENT_PIPELINES=${e.CLEARING_SETTLEMENT_PIPELINES}: each pipeline holds a connection, and reads need one more`,
+    );
+  }
   if (e.CLEARING_QUEUE_OPERATIONS_MAX < Math.max(e.CLEARING_BATCH_OPERATIONS_MAX, e.CLEARING_SUBMIT_BATCH_TRANSFERS_MAX)) {
     throw new ConfigError(
       `invalid configuration:\n  CLEARING_QUEUE_OPERATIONS_MAX=${e.CLEARING_QUEUE_OPERATIONS_MAX} must be at least ` +
@@ -142,6 +151,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchOperationsMax: e.CLEARING_BATCH_OPERATIONS_MAX,
     batchWaitMs: e.CLEARING_BATCH_WAIT_MS,
     batchRetryMax: e.CLEARING_BATCH_RETRY_MAX,
+    settlementPipelines: e.CLEARING_SETTLEMENT_PIPELINES,
     shutdownGraceMs: e.CLEARING_SHUTDOWN_GRACE_MS,
     seedDemo: e.CLEARING_SEED_DEMO,
     reservationTimeoutMs: e.CLEARING_RESERVATION_TIMEOUT_MS,

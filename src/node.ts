@@ -80,6 +80,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         batchOperationsMax: config.batchOperationsMax,
         batchWaitMs: config.batchWaitMs,
         batchRetryMax: config.batchRetryMax,
+        settlementPipelines: config.settlementPipelines,
         transferAmountMaxMinor: config.transferAmountMaxMinor,
         reservationTimeoutMs: config.reservationTimeoutMs,
       },

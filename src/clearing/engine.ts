@@ -17,6 +17,12 @@ export interface EngineLimits {
   batchWaitMs: number;
   /** How many times a batch is retried after a deadlock, serialization failure or lost race. */
   batchRetryMax: number;
+  /**
+   * How many batches may be in flight at once, each in its own transaction:
+   * while one waits for Postgres (its COMMIT's fsync), the next is decided.
+   * Batches touching the same positions still serialize on the row locks.
+   */
+  settlementPipelines: number;
   transferAmountMaxMinor: bigint;
   reservationTimeoutMs: number;
 }
@@ -37,34 +43,32 @@ interface Pending {
   resolve: (outcome: OperationOutcome) => void;
 }
 
+/** What the observer follows of one attempt of one batch. */
+export interface BatchObservation {
+  /** Runs the transaction inside the batch's context (its span, for the SQL spans). */
+  run<T>(transaction: () => Promise<T>): Promise<T>;
+  committed(batch: { batchId: bigint; operations: readonly Operation[]; outcomes: readonly OperationOutcome[]; durationMs: number }): void;
+  failed(error: unknown, final: boolean): void;
+}
+
 /**
  * Hooks for tracing and metrics, so they wrap the engine instead of being
  * sprinkled through it. `queued` runs in the submitting call's context.
  */
 export interface EngineObserver {
   queued(operation: Operation): unknown;
-  /** One attempt of a batch; the transaction runs inside `run` (and its context). */
-  batch<T>(observed: readonly unknown[], attempt: number, run: () => Promise<T>): Promise<T>;
-  committed(batch: {
-    batchId: bigint;
-    observed: readonly unknown[];
-    operations: readonly Operation[];
-    outcomes: readonly OperationOutcome[];
-    durationMs: number;
-    attempt: number;
-  }): void;
-  failed(batch: { observed: readonly unknown[]; error: unknown; attempt: number }): void;
+  batch(observed: readonly unknown[], attempt: number): BatchObservation;
   /** An operation answered without settlement (cancelled, past its deadline). */
   abandoned(observed: unknown, outcome: OperationOutcome): void;
   /** Reads the queue depth when metrics are collected. */
   watchQueue(depth: () => number): void;
 }
 
+const passThrough: BatchObservation = { run: (transaction) => transaction(), committed: () => {}, failed: () => {} };
+
 export const noObserver: EngineObserver = {
   queued: () => undefined,
-  batch: (_observed, _attempt, run) => run(),
-  committed: () => {},
-  failed: () => {},
+  batch: () => passThrough,
   abandoned: () => {},
   watchQueue: () => {},
 };
@@ -76,9 +80,9 @@ export class SettlementEngine {
   // the consumed prefix gets large, so taking a batch is O(batch).
   private queue: Pending[] = [];
   private head = 0;
-  private wake: (() => void) | undefined;
+  private sleepers: (() => void)[] = [];
   private stopping = false;
-  private loop: Promise<void> | undefined;
+  private loops: Promise<void>[] | undefined;
   private batchesCommitted = 0;
 
   constructor(
@@ -94,6 +98,7 @@ export class SettlementEngine {
     if (limits.batchOperationsMax < 1 || limits.queueOperationsMax < limits.batchOperationsMax) {
       throw new Error('engine limits: need 1 <= batchOperationsMax <= queueOperationsMax');
     }
+    if (limits.settlementPipelines < 1) throw new Error('engine limits: need settlementPipelines >= 1');
   }
 
   get queueDepth(): number {
@@ -105,15 +110,15 @@ export class SettlementEngine {
   }
 
   start(): void {
-    if (this.loop !== undefined) throw new Error('settlement engine already started');
-    this.loop = this.run();
+    if (this.loops !== undefined) throw new Error('settlement engine already started');
+    this.loops = Array.from({ length: this.limits.settlementPipelines }, () => this.run());
   }
 
   /** Stops taking new operations, settles what is queued, then ends the loop. */
   async stop(): Promise<void> {
     this.stopping = true;
-    this.wake?.();
-    await this.loop;
+    this.wakeAll();
+    await Promise.all(this.loops ?? []);
   }
 
   /**
@@ -149,8 +154,14 @@ export class SettlementEngine {
           },
         });
       });
-      this.wake?.();
+      this.wakeAll();
     });
+  }
+
+  private wakeAll(): void {
+    const sleepers = this.sleepers;
+    this.sleepers = [];
+    for (const wake of sleepers) wake();
   }
 
   private take(): Pending[] {
@@ -171,8 +182,7 @@ export class SettlementEngine {
     for (;;) {
       if (this.queueDepth === 0) {
         if (this.stopping) return;
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = undefined;
+        await new Promise<void>((resolve) => this.sleepers.push(resolve));
         continue;
       }
       if (this.limits.batchWaitMs > 0 && this.queueDepth < this.limits.batchOperationsMax && !this.stopping) {
@@ -209,8 +219,9 @@ export class SettlementEngine {
       const startedMs = performance.now();
       let topics: readonly string[] = [];
       let batchId = 0n;
+      const observation = this.observer.batch(observed, attempt);
       try {
-        const outcomes = await this.observer.batch(observed, attempt, async () => {
+        const outcomes = await observation.run(async () => {
           const committed = await runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) => {
             const decided = decideBatch(operations, snapshot, {
               transferAmountMaxMinor: this.limits.transferAmountMaxMinor,
@@ -231,17 +242,18 @@ export class SettlementEngine {
         const durationMs = performance.now() - startedMs;
         this.batchesCommitted++;
         this.onCommitted(topics);
-        this.observer.committed({ batchId, observed, operations, outcomes, durationMs, attempt });
+        observation.committed({ batchId, operations, outcomes, durationMs });
         for (let i = 0; i < batch.length; i++) (batch[i] as Pending).resolve(outcomes[i] as OperationOutcome);
         return;
       } catch (error) {
-        if (isRetryableSettlementError(error) && attempt < this.limits.batchRetryMax) {
+        const retry = isRetryableSettlementError(error) && attempt < this.limits.batchRetryMax;
+        observation.failed(error, !retry);
+        if (retry) {
           this.logger.info({ attempt, code: (error as { code?: string }).code }, 'settlement batch conflicted; retrying');
           await sleep(retryBackoffBaseMs * 2 ** attempt * (0.5 + Math.random()));
           continue;
         }
         this.logger.error({ err: error, operations: batch.length, attempt }, 'settlement batch failed; nothing applied');
-        this.observer.failed({ observed, error, attempt });
         const failure = new ClearingError(
           'UNAVAILABLE',
           'SETTLEMENT_UNAVAILABLE',

@@ -21,7 +21,7 @@ import {
   type Context,
   type Span,
 } from '@opentelemetry/api';
-import type { EngineObserver } from '../clearing/engine.js';
+import type { BatchObservation, EngineObserver } from '../clearing/engine.js';
 import type { Operation, OperationOutcome } from '../clearing/batch.js';
 
 const tracer = trace.getTracer('clearing-node');
@@ -32,6 +32,8 @@ const meter = () => metrics.getMeter('clearing-node');
 interface Observed {
   parent: Context;
   queueWait: Span;
+  /** Whether the operation's trace is sampled (a span reads false once ended). */
+  recording: boolean;
   attributes: Attributes;
 }
 
@@ -81,9 +83,6 @@ function stageOf(op: Operation, outcome: OperationOutcome): string {
 const latencyBucketsSeconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20];
 
 export class ClearingTelemetry implements EngineObserver {
-  private batchSpan: Span | undefined;
-  private batchStartMs = 0;
-
   private readonly transfers = meter().createCounter('clearing.transfers', {
     description: 'Transfers that reached a status (RESERVED, SETTLED, REJECTED, EXPIRED), by reason code',
   });
@@ -113,77 +112,75 @@ export class ClearingTelemetry implements EngineObserver {
 
   queued(operation: Operation): Observed {
     const parent = context.active();
-    const attributes = operationAttributes(operation);
-    const queueWait = tracer.startSpan('clearing.queue_wait', { kind: SpanKind.INTERNAL, attributes }, parent);
-    return { parent, queueWait, attributes };
+    const queueWait = tracer.startSpan('clearing.queue_wait', { kind: SpanKind.INTERNAL }, parent);
+    // Unsampled (or nothing exporting): no attributes, no stage spans, no links — the hot path stays lean.
+    const recording = queueWait.isRecording();
+    const attributes = recording ? operationAttributes(operation) : {};
+    queueWait.setAttributes(attributes);
+    return { parent, queueWait, recording, attributes };
   }
 
-  async batch<T>(observed: readonly unknown[], attempt: number, run: () => Promise<T>): Promise<T> {
-    const items = observed as Observed[];
+  batch(observedItems: readonly unknown[], attempt: number): BatchObservation {
+    const items = observedItems as Observed[];
     if (attempt === 0) for (const o of items) o.queueWait.end();
-    this.batchStartMs = Date.now();
+    const startMs = Date.now();
     const span = tracer.startSpan(
       'clearing.batch',
       {
         kind: SpanKind.INTERNAL,
         root: true,
         attributes: { 'clearing.batch.operations': items.length, 'clearing.batch.attempt': attempt },
-        links: items.map((o) => ({ context: trace.getSpan(o.parent)?.spanContext() ?? o.queueWait.spanContext(), attributes: o.attributes })),
+        links: items
+          .filter((o) => o.recording)
+          .map((o) => ({ context: trace.getSpan(o.parent)?.spanContext() ?? o.queueWait.spanContext(), attributes: o.attributes })),
       },
       ROOT_CONTEXT,
     );
-    this.batchSpan = span;
-    try {
-      return await context.with(trace.setSpan(ROOT_CONTEXT, span), run);
-    } catch (error) {
-      span.recordException(error as Error);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: (error as { code?: string }).code ?? 'error' });
-      span.end();
-      this.batchSpan = undefined;
-      throw error;
-    }
-  }
-
-  committed(batch: Parameters<EngineObserver['committed']>[0]): void {
-    const span = this.batchSpan;
-    this.batchSpan = undefined;
-    const batchId = batch.batchId.toString();
-    span?.setAttribute('clearing.batch.id', batchId);
-    span?.end();
-    this.batchSize.record(batch.operations.length);
-    this.batchDuration.record(batch.durationMs / 1000);
-
-    const now = Date.now();
-    batch.operations.forEach((op, i) => {
-      const o = batch.observed[i] as Observed | undefined;
-      const outcome = batch.outcomes[i] as OperationOutcome;
-      const stage = stageOf(op, outcome);
-      if (o !== undefined) {
-        const attributes: Attributes = { ...o.attributes, 'clearing.batch.id': batchId };
-        if (outcome.kind === 'transfer') {
-          attributes['clearing.status'] = outcome.transfer.status;
-          if (outcome.transfer.reasonCode !== '') attributes['clearing.reason_code'] = outcome.transfer.reasonCode;
-          attributes['clearing.replayed'] = outcome.replayed;
+    return {
+      run: (transaction) => context.with(trace.setSpan(ROOT_CONTEXT, span), transaction),
+      committed: (batch) => {
+        const batchId = batch.batchId.toString();
+        span.setAttribute('clearing.batch.id', batchId);
+        span.end();
+        this.batchSize.record(batch.operations.length);
+        this.batchDuration.record(batch.durationMs / 1000);
+        const now = Date.now();
+        batch.operations.forEach((op, i) => {
+          const o = items[i];
+          if (o?.recording) this.stage(o, op, batch.outcomes[i] as OperationOutcome, batchId, span, startMs, now);
+        });
+        this.count(batch.outcomes);
+      },
+      failed: (error, final) => {
+        span.recordException(error as Error);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: (error as { code?: string }).code ?? 'error' });
+        span.end();
+        if (!final) return;
+        this.batchFailures.add(1);
+        for (const item of items) {
+          const s = tracer.startSpan('clearing.settle', { startTime: startMs, attributes: item.attributes }, item.parent);
+          s.setStatus({ code: SpanStatusCode.ERROR, message: 'settlement batch failed; nothing applied' });
+          s.end();
         }
-        const stageSpan = tracer.startSpan(
-          `clearing.${stage}`,
-          { kind: SpanKind.INTERNAL, startTime: this.batchStartMs, attributes, links: span === undefined ? [] : [{ context: span.spanContext() }] },
-          o.parent,
-        );
-        if (outcome.kind === 'error') stageSpan.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error.reason });
-        stageSpan.end(now);
-      }
-      this.count(outcome);
-    });
+      },
+    };
   }
 
-  failed(batch: Parameters<EngineObserver['failed']>[0]): void {
-    this.batchFailures.add(1);
-    for (const item of batch.observed as Observed[]) {
-      const s = tracer.startSpan('clearing.settle', { startTime: this.batchStartMs, attributes: item.attributes }, item.parent);
-      s.setStatus({ code: SpanStatusCode.ERROR, message: 'settlement batch failed; nothing applied' });
-      s.end();
+  /** The operation's stage span in its call's trace: batch start to commit, linked to the batch. */
+  private stage(o: Observed, op: Operation, outcome: OperationOutcome, batchId: string, batchSpan: Span, startMs: number, endMs: number): void {
+    const attributes: Attributes = { ...o.attributes, 'clearing.batch.id': batchId };
+    if (outcome.kind === 'transfer') {
+      attributes['clearing.status'] = outcome.transfer.status;
+      if (outcome.transfer.reasonCode !== '') attributes['clearing.reason_code'] = outcome.transfer.reasonCode;
+      attributes['clearing.replayed'] = outcome.replayed;
     }
+    const stageSpan = tracer.startSpan(
+      `clearing.${stageOf(op, outcome)}`,
+      { kind: SpanKind.INTERNAL, startTime: startMs, attributes, links: [{ context: batchSpan.spanContext() }] },
+      o.parent,
+    );
+    if (outcome.kind === 'error') stageSpan.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error.reason });
+    stageSpan.end(endMs);
   }
 
   abandoned(observed: unknown, outcome: OperationOutcome): void {
@@ -199,17 +196,29 @@ export class ClearingTelemetry implements EngineObserver {
       .addCallback((result) => result.observe(depth()));
   }
 
-  private count(outcome: OperationOutcome): void {
-    if (outcome.kind === 'position') {
-      if (!outcome.replayed) this.liquidity.add(1);
-      return;
+  /** Counts a batch's outcomes: tallied per attribute set first, one add per set. */
+  private count(outcomes: readonly OperationOutcome[]): void {
+    const tallies = new Map<string, { counter: 'transfers' | 'participantTransfers'; attributes: Attributes; n: number }>();
+    const tally = (counter: 'transfers' | 'participantTransfers', key: string, attributes: () => Attributes) => {
+      const found = tallies.get(key);
+      if (found !== undefined) found.n++;
+      else tallies.set(key, { counter, attributes: attributes(), n: 1 });
+    };
+    let liquidity = 0;
+    for (const outcome of outcomes) {
+      if (outcome.kind === 'position') {
+        if (!outcome.replayed) liquidity++;
+        continue;
+      }
+      if (outcome.kind !== 'transfer' || outcome.replayed) continue;
+      const t = outcome.transfer;
+      tally('transfers', `${t.status}/${t.reasonCode}`, () => ({ 'clearing.status': t.status, 'clearing.reason_code': t.reasonCode }));
+      tally('participantTransfers', `${t.debtorAgent}/D/${t.status}`, () => ({ 'clearing.bic': t.debtorAgent, 'clearing.role': 'DEBTOR', 'clearing.status': t.status }));
+      tally('participantTransfers', `${t.creditorAgent}/C/${t.status}`, () => ({ 'clearing.bic': t.creditorAgent, 'clearing.role': 'CREDITOR', 'clearing.status': t.status }));
+      if (t.finalAt !== null) this.finalLatency.record(Math.max(0, t.finalAt.getTime() - t.receivedAt.getTime()) / 1000);
     }
-    if (outcome.kind !== 'transfer' || outcome.replayed) return;
-    const t = outcome.transfer;
-    this.transfers.add(1, { 'clearing.status': t.status, 'clearing.reason_code': t.reasonCode });
-    this.participantTransfers.add(1, { 'clearing.bic': t.debtorAgent, 'clearing.role': 'DEBTOR', 'clearing.status': t.status });
-    this.participantTransfers.add(1, { 'clearing.bic': t.creditorAgent, 'clearing.role': 'CREDITOR', 'clearing.status': t.status });
-    if (t.finalAt !== null) this.finalLatency.record(Math.max(0, t.finalAt.getTime() - t.receivedAt.getTime()) / 1000, { 'clearing.status': t.status });
+    for (const { counter, attributes, n } of tallies.values()) this[counter].add(n, attributes);
+    if (liquidity > 0) this.liquidity.add(liquidity);
   }
 }
 
