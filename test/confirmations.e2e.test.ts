@@ -7,7 +7,8 @@ import { ConfirmationRole } from '../src/gen/clearing/v1/confirmation.js';
 import { ParticipantKind } from '../src/gen/clearing/v1/participant.js';
 import { TransferStatus, type CreditTransfer } from '../src/gen/clearing/v1/transfer.js';
 import type { StreamConfirmationsResponse } from '../src/gen/clearing/v1/clearing_service.js';
-import { failure, type ClearingClient } from './support/clients.js';
+import { clearingClient, failure, type ClearingClient } from './support/clients.js';
+import { startNodeProcess, stopAllNodeProcesses } from './support/process.js';
 import { createBank, freshBic, transfer } from './support/fixtures.js';
 import { startTestNode, type TestNode } from './support/node.js';
 import { readStream } from './support/streams.js';
@@ -21,6 +22,7 @@ beforeAll(async () => {
   b = await startTestNode(env, a.databaseUrl);
 });
 afterAll(async () => {
+  await stopAllNodeProcesses();
   await b?.stop();
   await a?.stop();
 });
@@ -100,7 +102,7 @@ describe('StreamConfirmations', () => {
     theirs.cancel();
   });
 
-  test('live delivery of a settlement made by the other node process', async () => {
+  test('live delivery of a settlement made by another node instance', async () => {
     const { debtor, creditor, payee } = await pair();
     const stream = confirmations(payee, 0n);
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -111,6 +113,27 @@ describe('StreamConfirmations', () => {
     // Woken by NOTIFY, not by the 1 s polling fallback.
     expect(Date.now() - started).toBeLessThan(900);
     stream.cancel();
+  });
+
+  test('live delivery of a settlement made by a second node process', async () => {
+    const { debtor, creditor, payee } = await pair();
+    const other = await startNodeProcess({ databaseUrl: a.databaseUrl, name: 'confirmations-other' });
+    try {
+      const stream = confirmations(payee, 0n);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const payerElsewhere = clearingClient(other.address, `participant/${debtor}`);
+      const requests = [transfer(debtor, creditor, 1n), transfer(debtor, creditor, 2n), transfer(debtor, creditor, 3n)];
+      for (const request of requests) {
+        const started = Date.now();
+        await payerElsewhere.submitTransfer({ transfer: request, waitForFinal: false });
+        expect((await stream.next(3_000)).confirmation?.uetr).toBe(request.uetr);
+        expect(Date.now() - started).toBeLessThan(900);
+      }
+      stream.cancel();
+      payerElsewhere.raw.close();
+    } finally {
+      await other.stop();
+    }
   });
 
   test('a gateway sees exactly the transfers that name it, and nobody sees another\'s', async () => {
