@@ -64,13 +64,15 @@ export function clearingService(
   logger: Logger,
 ): ClearingServiceServer {
   /** Validates every transfer, checks the caller is each one's debtor agent, and submits them as one unit. */
-  async function submit(transfers: CreditTransfer[], fieldOf: (i: number) => string, info: CallInfo): Promise<TransferOutcome[]> {
+  async function submit(submitted: (CreditTransfer | undefined)[], fieldOf: (i: number) => string, info: CallInfo): Promise<TransferOutcome[]> {
     const caller = requireParticipant(info.principal);
-    await inSpan('clearing.validate', { 'clearing.transfers': transfers.length, 'clearing.debtor_agent': caller }, () => {
+    await inSpan('clearing.validate', { 'clearing.transfers': submitted.length, 'clearing.debtor_agent': caller }, () => {
       const violations: FieldViolation[] = [];
-      transfers.forEach((t, i) => violations.push(...validateCreditTransfer(t, fieldOf(i))));
+      submitted.forEach((t, i) => violations.push(...validateCreditTransfer(t, fieldOf(i))));
       if (violations.length > 0) throw invalidArgument(violations);
     });
+    // Validation reports a missing transfer, so every one is present from here on.
+    const transfers = submitted as CreditTransfer[];
     const foreign = transfers.findIndex((t) => t.debtorAgent !== caller);
     if (foreign >= 0) {
       throw new ClearingError(
@@ -155,7 +157,7 @@ export function clearingService(
   return {
     submitTransfer: unary(logger, async (request: SubmitTransferRequest, info): Promise<SubmitTransferResponse> => {
       const transfer = request.transfer;
-      const [outcome] = await submit(transfer === undefined ? [undefined as never] : [transfer], () => 'transfer', info);
+      const [outcome] = await submit([transfer], () => 'transfer', info);
       if (outcome === undefined) throw new ClearingError('INTERNAL', 'NO_OUTCOME', 'no outcome for the transfer');
       if (outcome.kind === 'error') throw outcome.error;
       const [final] = request.waitForFinal ? await waitForFinal([outcome.transfer], info) : [outcome.transfer];
