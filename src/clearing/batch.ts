@@ -147,7 +147,9 @@ export function decideBatch(
   const changedPositions = new Set<PositionRow>();
   const sequenced = new Set<ParticipantLockRow>();
   const inserted = new Set<TransferRow>();
-  const notified = new Set<string>();
+  // Participants to wake: with new confirmations, with new inbound transfers.
+  const confirmed = new Set<string>();
+  const reservedFor = new Set<string>();
   const writes: BatchWrites = {
     operations: 0,
     transfers: [],
@@ -165,7 +167,7 @@ export function decideBatch(
     if (participant === undefined || row.finalAt === null || row.status === 'RESERVED') return;
     participant.confirmationSequence += 1n;
     sequenced.add(participant);
-    notified.add(`confirmations:${bic}`);
+    confirmed.add(bic);
     writes.confirmations.push({
       bic,
       sequence: participant.confirmationSequence,
@@ -214,7 +216,12 @@ export function decideBatch(
     }
     debtorPosition.reservedMinor -= current.amountMinor;
     changedPositions.add(debtorPosition);
-    const row: TransferRow = { ...current, status, reasonCode, reason, finalAt: now, expireAt: current.expireAt, batchId: snapshot.batchId };
+    const row = copyTransfer(current);
+    row.status = status;
+    row.reasonCode = reasonCode;
+    row.reason = reason;
+    row.finalAt = now;
+    row.batchId = snapshot.batchId;
     if (status === 'SETTLED') settle(row, debtorPosition, creditorPosition);
     transfers.set(instructionKey(row.debtorAgent, row.instructionId), row);
     writes.finalizedTransfers.push(row);
@@ -296,8 +303,22 @@ export function decideBatch(
     else if (available(debtorPosition) < t.amountMinor) rejection = 'AM04';
     else if (!canCredit(creditorPosition, t.amountMinor)) rejection = 'AM02_CREDITOR_LIMIT';
 
+    // Every field spelled out: an object spread plus added fields builds a
+    // slow dictionary-mode object, and this runs for every transfer.
     const row: TransferRow = {
-      ...t,
+      debtorAgent: t.debtorAgent,
+      instructionId: t.instructionId,
+      endToEndId: t.endToEndId,
+      uetr: t.uetr,
+      creditorAgent: t.creditorAgent,
+      intermediaryAgent: t.intermediaryAgent,
+      currency: t.currency,
+      amountMinor: t.amountMinor,
+      debtorName: t.debtorName,
+      debtorIban: t.debtorIban,
+      creditorName: t.creditorName,
+      creditorIban: t.creditorIban,
+      remittanceInformation: t.remittanceInformation,
       requestDigest: op.digest,
       status: 'REJECTED',
       reasonCode: '',
@@ -322,7 +343,7 @@ export function decideBatch(
       changedPositions.add(position);
       creditor.inboundSequence += 1n;
       sequenced.add(creditor);
-      notified.add(`inbound:${creditor.bic}`);
+      reservedFor.add(creditor.bic);
       row.status = 'RESERVED';
       row.reservedAt = now;
       row.expireAt = new Date(now.getTime() + rules.reservationTimeoutMs);
@@ -453,9 +474,40 @@ export function decideBatch(
   for (const p of sequenced) {
     writes.participantSequences.push({ bic: p.bic, confirmationSequence: p.confirmationSequence, inboundSequence: p.inboundSequence });
   }
-  writes.notifications = [...notified];
+  for (const bic of confirmed) writes.notifications.push(`confirmations:${bic}`);
+  for (const bic of reservedFor) writes.notifications.push(`inbound:${bic}`);
   writes.operations = writes.transfers.length + writes.finalizedTransfers.length + writes.positionOperations.length;
   return { writes, result };
+}
+
+/** A copy with every field spelled out (a spread would build a slow dictionary-mode object). */
+function copyTransfer(t: TransferRow): TransferRow {
+  return {
+    debtorAgent: t.debtorAgent,
+    instructionId: t.instructionId,
+    endToEndId: t.endToEndId,
+    uetr: t.uetr,
+    creditorAgent: t.creditorAgent,
+    intermediaryAgent: t.intermediaryAgent,
+    currency: t.currency,
+    amountMinor: t.amountMinor,
+    debtorName: t.debtorName,
+    debtorIban: t.debtorIban,
+    creditorName: t.creditorName,
+    creditorIban: t.creditorIban,
+    remittanceInformation: t.remittanceInformation,
+    requestDigest: t.requestDigest,
+    status: t.status,
+    reasonCode: t.reasonCode,
+    reason: t.reason,
+    receivedAt: t.receivedAt,
+    reservedAt: t.reservedAt,
+    finalAt: t.finalAt,
+    expireAt: t.expireAt,
+    traceId: t.traceId,
+    creditorSequence: t.creditorSequence,
+    batchId: t.batchId,
+  };
 }
 
 /**
