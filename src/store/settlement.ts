@@ -11,7 +11,9 @@
 //
 // Lock order: every batch locks positions before participants, each in sorted
 // order, so two batches (in this process or another node process) never wait
-// on each other in a cycle.
+// on each other in a cycle. The locks are FOR NO KEY UPDATE: batches change
+// balances and sequence counters, never keys, so foreign-key checks of other
+// transactions (FOR KEY SHARE) need not wait for them.
 import type pg from 'pg';
 import { inTransaction } from './client.js';
 import type {
@@ -33,7 +35,7 @@ const lockPositionsSql = `
     JOIN unnest($1::text[], $2::text[]) AS k(bic, currency)
       ON p.bic = k.bic AND p.currency = k.currency
    ORDER BY p.bic, p.currency
-     FOR UPDATE OF p`;
+     FOR NO KEY UPDATE OF p`;
 
 // Bigints travel as text inside JSON: JSON numbers would lose precision.
 const readSnapshotSql = `
@@ -42,7 +44,7 @@ const readSnapshotSql = `
            inbound_sequence::text AS inbound_sequence
       FROM participants WHERE bic = ANY($1::text[])
      ORDER BY bic
-       FOR UPDATE
+       FOR NO KEY UPDATE
   ), known_transfers AS (
     -- LATERAL: one primary-key probe per instruction, whatever the planner's
     -- statistics say (a fresh table without them got a hash join over a full scan).

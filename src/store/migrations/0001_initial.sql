@@ -49,8 +49,11 @@ CREATE TABLE settlement_batches (
   committed_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- debtor_agent is not a foreign key: the settlement batch only stores
+-- transfers of participants it has just locked, and a per-row key check (a
+-- FOR KEY SHARE lock on the participant) costs every transfer.
 CREATE TABLE transfers (
-  debtor_agent text NOT NULL REFERENCES participants (bic),
+  debtor_agent text NOT NULL,
   instruction_id text NOT NULL CHECK (char_length(instruction_id) BETWEEN 1 AND 35),
   end_to_end_id text NOT NULL CHECK (char_length(end_to_end_id) BETWEEN 1 AND 35),
   uetr uuid NOT NULL,
