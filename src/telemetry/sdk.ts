@@ -1,8 +1,8 @@
 // OpenTelemetry set-up, started before the gRPC and pg modules load so their
 // instrumentations can patch them (see main.ts). Traces go to OTLP/HTTP when
 // OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set, nowhere
-// otherwise (spans then go unrecorded, but still carry ids, so every transfer
-// keeps its trace id).
+// otherwise (then nothing is instrumented or recorded, and each transfer keeps
+// the bank's traceparent trace id, or a fresh one).
 // Metrics are served for Prometheus at CLEARING_METRICS_ADDRESS under /metrics.
 import http from 'node:http';
 import { NodeSDK } from '@opentelemetry/sdk-node';
@@ -45,7 +45,8 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
   // With nowhere to send spans, record none: spans still get ids (so every
   // transfer keeps its trace id, and a bank's traceparent is continued), but
   // building attributes and timings for nobody costs CPU on the hot path.
-  const sampler = spanProcessors.length === 0 ? { sampler: new AlwaysOffSampler() } : {};
+  const exporting = spanProcessors.length > 0;
+  const sampler = exporting ? {} : { sampler: new AlwaysOffSampler() };
   const sdk = new NodeSDK({
     ...sampler,
     serviceName: env.OTEL_SERVICE_NAME ?? 'clearing-node',
@@ -58,11 +59,16 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
     spanProcessors,
     logRecordProcessors: [],
     metricReaders: [prometheus],
-    instrumentations: [
-      new GrpcInstrumentation(),
-      // Statement text is parameterised SQL; values (names, IBANs) are never recorded.
-      new PgInstrumentation({ enhancedDatabaseReporting: false, requireParentSpan: true }),
-    ],
+    // Without an exporter the instrumentations' wrapping and context hand-offs
+    // were a fifth of a unary call's CPU for spans nobody sees; the bank's
+    // traceparent is then read from the metadata directly (tracing.ts).
+    instrumentations: exporting
+      ? [
+          new GrpcInstrumentation(),
+          // Statement text is parameterised SQL; values (names, IBANs) are never recorded.
+          new PgInstrumentation({ enhancedDatabaseReporting: false, requireParentSpan: true }),
+        ]
+      : [],
   });
   sdk.start();
 
