@@ -116,7 +116,7 @@ describe('a transfer\'s trace', () => {
     expect(settle.links.map((l) => l.context.spanId)).toContain(batch.spanContext().spanId);
     const sql = spans().filter((s) => s.spanContext().traceId === batch.spanContext().traceId && s.kind === SpanKind.CLIENT && s.name.startsWith('pg.query'));
     expect(sql.map((s) => s.name)).toEqual(
-      expect.arrayContaining(['pg.query:BEGIN', 'pg.query:settlement_lock_positions', 'pg.query:settlement_read_snapshot', 'pg.query:settlement_write_batch', 'pg.query:COMMIT'].map((n) => expect.stringContaining(n.replace('pg.query:', '')))),
+      expect.arrayContaining(['pg.query:BEGIN', 'pg.query:settlement_lock_participants', 'pg.query:settlement_read_snapshot', 'pg.query:settlement_write_batch', 'pg.query:COMMIT'].map((n) => expect.stringContaining(n.replace('pg.query:', '')))),
     );
     // The statements of the batch are children of its span.
     for (const s of sql) expect(s.parentSpanContext?.spanId).toBe(batch.spanContext().spanId);

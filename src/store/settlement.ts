@@ -1,19 +1,20 @@
 // The settlement transaction: one Postgres transaction per batch of operations.
 //
 //   BEGIN
-//   1. lock the positions the batch touches, sorted by (bic, currency)
-//   2. lock the participants, sorted by bic, and read what the batch must check
-//      (instruction ids, UETRs, request ids already used) — read after the
-//      locks are held, so it sees every batch that committed before ours
+//   1. lock the participants the batch touches, sorted by BIC
+//   2. read their positions and what the batch must check (instruction ids,
+//      UETRs, request ids already used) — a new statement, so it sees every
+//      batch that committed before our locks were granted
 //   3. the caller decides every operation against that snapshot (no I/O)
 //   4. write transfers, positions, journal, operations, confirmations: one statement
 //   COMMIT
 //
-// Lock order: every batch locks positions before participants, each in sorted
-// order, so two batches (in this process or another node process) never wait
-// on each other in a cycle. The locks are FOR NO KEY UPDATE: batches change
-// balances and sequence counters, never keys, so foreign-key checks of other
-// transactions (FOR KEY SHARE) need not wait for them.
+// One lock per participant guards its positions too: every change to a
+// position goes through a settlement batch, and every batch locks the
+// participants of every position it changes. Sorted order means two batches
+// (in this process or another node process) never wait on each other in a
+// cycle. FOR NO KEY UPDATE: batches change counters, never keys, so other
+// transactions' foreign-key checks (FOR KEY SHARE) need not wait.
 import type pg from 'pg';
 import { inTransaction } from './client.js';
 import type {
@@ -28,23 +29,20 @@ import type {
   TransferRow,
 } from './rows.js';
 
-const lockPositionsSql = `
-  SELECT p.bic, p.currency, p.balance_minor::text, p.reserved_minor::text,
-         p.debit_cap_minor::text, p.updated_at
-    FROM positions p
-    JOIN unnest($1::text[], $2::text[]) AS k(bic, currency)
-      ON p.bic = k.bic AND p.currency = k.currency
-   ORDER BY p.bic, p.currency
-     FOR NO KEY UPDATE OF p`;
+const lockParticipantsSql = `
+  SELECT bic, kind, status, acceptance_mode, confirmation_sequence::text AS confirmation_sequence,
+         inbound_sequence::text AS inbound_sequence
+    FROM participants WHERE bic = ANY($1::text[])
+   ORDER BY bic
+     FOR NO KEY UPDATE`;
 
 // Bigints travel as text inside JSON: JSON numbers would lose precision.
 const readSnapshotSql = `
-  WITH locked_participants AS (
-    SELECT bic, kind, status, acceptance_mode, confirmation_sequence::text AS confirmation_sequence,
-           inbound_sequence::text AS inbound_sequence
-      FROM participants WHERE bic = ANY($1::text[])
-     ORDER BY bic
-       FOR NO KEY UPDATE
+  WITH current_positions AS (
+    SELECT p.bic, p.currency, p.balance_minor::text AS balance_minor, p.reserved_minor::text AS reserved_minor,
+           p.debit_cap_minor::text AS debit_cap_minor, p.updated_at
+      FROM unnest($1::text[], $6::text[]) AS k(bic, currency)
+      JOIN positions p ON p.bic = k.bic AND p.currency = k.currency
   ), known_transfers AS (
     -- LATERAL: one primary-key probe per instruction, whatever the planner's
     -- statistics say (a fresh table without them got a hash join over a full scan).
@@ -72,7 +70,7 @@ const readSnapshotSql = `
       FROM position_operations WHERE request_id = ANY($5::text[])
   )
   SELECT nextval('settlement_batch_id_seq')::text AS batch_id,
-         (SELECT coalesce(json_agg(l), '[]') FROM locked_participants l) AS participants,
+         (SELECT coalesce(json_agg(c), '[]') FROM current_positions c) AS positions,
          (SELECT coalesce(json_agg(k), '[]') FROM known_transfers k) AS transfers,
          (SELECT coalesce(json_agg(u.uetr), '[]') FROM used_uetrs u) AS uetrs,
          (SELECT coalesce(json_agg(o), '[]') FROM known_operations o) AS operations`;
@@ -279,14 +277,14 @@ export const transferColumns = `t.debtor_agent, t.instruction_id, t.end_to_end_i
   t.request_digest, t.status, t.reason_code, t.reason, t.received_at, t.reserved_at, t.final_at,
   t.expire_at, t.trace_id, t.creditor_sequence::text AS creditor_sequence, t.batch_id::text AS batch_id`;
 
-function readSnapshot(batchId: string, positions: pg.QueryResult, raw: Record<string, unknown>): BatchSnapshot {
-  const participants = raw.participants as {
+function readSnapshot(batchId: string, locked: pg.QueryResult, raw: Record<string, unknown>): BatchSnapshot {
+  const positions = raw.positions as {
     bic: string;
-    kind: ParticipantLockRow['kind'];
-    status: ParticipantLockRow['status'];
-    acceptance_mode: ParticipantLockRow['acceptanceMode'];
-    confirmation_sequence: string;
-    inbound_sequence: string;
+    currency: string;
+    balance_minor: string;
+    reserved_minor: string;
+    debit_cap_minor: string;
+    updated_at: string;
   }[];
   const operations = raw.operations as {
     request_id: string;
@@ -303,24 +301,26 @@ function readSnapshot(batchId: string, positions: pg.QueryResult, raw: Record<st
   }[];
   return {
     batchId: BigInt(batchId),
-    positions: positions.rows.map(
+    positions: positions.map(
       (r): PositionRow => ({
         bic: r.bic,
         currency: r.currency,
         balanceMinor: BigInt(r.balance_minor),
         reservedMinor: BigInt(r.reserved_minor),
         debitCapMinor: BigInt(r.debit_cap_minor),
-        updatedAt: r.updated_at,
+        updatedAt: new Date(r.updated_at),
       }),
     ),
-    participants: participants.map((p) => ({
-      bic: p.bic,
-      kind: p.kind,
-      status: p.status,
-      acceptanceMode: p.acceptance_mode,
-      confirmationSequence: BigInt(p.confirmation_sequence),
-      inboundSequence: BigInt(p.inbound_sequence),
-    })),
+    participants: locked.rows.map(
+      (p): ParticipantLockRow => ({
+        bic: p.bic,
+        kind: p.kind,
+        status: p.status,
+        acceptanceMode: p.acceptance_mode,
+        confirmationSequence: BigInt(p.confirmation_sequence),
+        inboundSequence: BigInt(p.inbound_sequence),
+      }),
+    ),
     transfers: (raw.transfers as RawTransfer[]).map(transferFromRaw),
     uetrsInUse: raw.uetrs as string[],
     positionOperations: operations.map((o) => ({
@@ -351,24 +351,25 @@ export async function runSettlementBatch<R>(
   decide: (snapshot: BatchSnapshot) => { writes: BatchWrites; result: R },
 ): Promise<R> {
   return inTransaction(pool, 'BEGIN', async (client) => {
-    const positions = await client.query({
-      name: 'settlement_lock_positions',
-      text: lockPositionsSql,
-      values: [keys.positions.map((k) => k.bic), keys.positions.map((k) => k.currency)],
+    const locked = await client.query({
+      name: 'settlement_lock_participants',
+      text: lockParticipantsSql,
+      values: [keys.participants],
     });
     const snapshotRows = await client.query({
       name: 'settlement_read_snapshot',
       text: readSnapshotSql,
       values: [
-        keys.participants,
+        keys.positions.map((k) => k.bic),
         keys.instructions.map((k) => k.debtorAgent),
         keys.instructions.map((k) => k.instructionId),
         keys.uetrs,
         keys.requestIds,
+        keys.positions.map((k) => k.currency),
       ],
     });
     const raw = snapshotRows.rows[0] as Record<string, unknown>;
-    const snapshot = readSnapshot(raw.batch_id as string, positions, raw);
+    const snapshot = readSnapshot(raw.batch_id as string, locked, raw);
     const { writes, result } = decide(snapshot);
     if (writes.operations > 0) {
       const { text, values } = writeBatch(snapshot.batchId, nodeId, writes, new Date());
