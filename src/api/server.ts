@@ -14,7 +14,7 @@ const protoDir = fileURLToPath(new URL('../../proto/', import.meta.url));
 export const servingNames = ['', 'clearing.v1.ClearingService', 'clearing.v1.OperatorService'] as const;
 
 /** Server-side limits and keepalive for long-lived streams across long-haul links. */
-const serverOptions: ServerOptions = {
+export const serverOptions: ServerOptions = {
   'grpc.max_receive_message_length': 16 * 1024 * 1024,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,

@@ -303,22 +303,7 @@ export function decideBatch(
     else if (available(debtorPosition) < t.amountMinor) rejection = 'AM04';
     else if (!canCredit(creditorPosition, t.amountMinor)) rejection = 'AM02_CREDITOR_LIMIT';
 
-    // Every field spelled out: an object spread plus added fields builds a
-    // slow dictionary-mode object, and this runs for every transfer.
-    const row: TransferRow = {
-      debtorAgent: t.debtorAgent,
-      instructionId: t.instructionId,
-      endToEndId: t.endToEndId,
-      uetr: t.uetr,
-      creditorAgent: t.creditorAgent,
-      intermediaryAgent: t.intermediaryAgent,
-      currency: t.currency,
-      amountMinor: t.amountMinor,
-      debtorName: t.debtorName,
-      debtorIban: t.debtorIban,
-      creditorName: t.creditorName,
-      creditorIban: t.creditorIban,
-      remittanceInformation: t.remittanceInformation,
+    const row = transferRow(t, {
       requestDigest: op.digest,
       status: 'REJECTED',
       reasonCode: '',
@@ -330,7 +315,7 @@ export function decideBatch(
       traceId: op.traceId,
       creditorSequence: null,
       batchId: snapshot.batchId,
-    };
+    });
     if (rejection !== undefined) {
       row.reasonCode = reasonCode(rejection);
       row.reason = reasons[rejection];
@@ -480,8 +465,12 @@ export function decideBatch(
   return { writes, result };
 }
 
-/** A copy with every field spelled out (a spread would build a slow dictionary-mode object). */
-function copyTransfer(t: TransferRow): TransferRow {
+/**
+ * A transfer row from an instruction and the rest of its fields, every field
+ * spelled out: an object spread plus added fields builds a slow
+ * dictionary-mode object, and this runs for every transfer.
+ */
+function transferRow(t: TransferInstruction, rest: Omit<TransferRow, keyof TransferInstruction>): TransferRow {
   return {
     debtorAgent: t.debtorAgent,
     instructionId: t.instructionId,
@@ -496,19 +485,21 @@ function copyTransfer(t: TransferRow): TransferRow {
     creditorName: t.creditorName,
     creditorIban: t.creditorIban,
     remittanceInformation: t.remittanceInformation,
-    requestDigest: t.requestDigest,
-    status: t.status,
-    reasonCode: t.reasonCode,
-    reason: t.reason,
-    receivedAt: t.receivedAt,
-    reservedAt: t.reservedAt,
-    finalAt: t.finalAt,
-    expireAt: t.expireAt,
-    traceId: t.traceId,
-    creditorSequence: t.creditorSequence,
-    batchId: t.batchId,
+    requestDigest: rest.requestDigest,
+    status: rest.status,
+    reasonCode: rest.reasonCode,
+    reason: rest.reason,
+    receivedAt: rest.receivedAt,
+    reservedAt: rest.reservedAt,
+    finalAt: rest.finalAt,
+    expireAt: rest.expireAt,
+    traceId: rest.traceId,
+    creditorSequence: rest.creditorSequence,
+    batchId: rest.batchId,
   };
 }
+
+const copyTransfer = (t: TransferRow): TransferRow => transferRow(t, t);
 
 /**
  * Whether a position can be credited: balance + debit cap must stay within

@@ -249,7 +249,8 @@ async function exists(file: string): Promise<boolean> {
   }
 }
 
-async function pickFreeLoopbackPort(): Promise<number> {
+/** A TCP port free on the loopback address right now (listen on 0, read it, close). */
+export async function pickFreeLoopbackPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();

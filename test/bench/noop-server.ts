@@ -6,21 +6,11 @@
 //
 // Run by test/bench/run.ts as `tsx test/bench/noop-server.ts`, listening on
 // BENCH_NOOP_ADDRESS (127.0.0.1:<port>).
-import { Server, ServerCredentials, status, type ServerOptions, type sendUnaryData } from '@grpc/grpc-js';
+import { serverOptions } from '../../src/api/server.js';
+import { Server, ServerCredentials, status, type sendUnaryData } from '@grpc/grpc-js';
 import { ClearingServiceService, type ClearingServiceServer } from '../../src/gen/clearing/v1/clearing_service.js';
 import { TransferStatus, type TransferResult } from '../../src/gen/clearing/v1/transfer.js';
 
-/**
- * The node's server options, copied from src/api/server.ts (where they are not
- * exported): limits and keepalive must match, or the comparison is unfair.
- */
-const serverOptions: ServerOptions = {
-  'grpc.max_receive_message_length': 16 * 1024 * 1024,
-  'grpc.keepalive_time_ms': 30_000,
-  'grpc.keepalive_timeout_ms': 10_000,
-  'grpc.keepalive_permit_without_calls': 1,
-  'grpc.http2.min_ping_interval_without_data_ms': 10_000,
-};
 
 /** A SETTLED answer with every timestamp set, the size of a real one. */
 const settledAt = new Date();

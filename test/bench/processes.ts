@@ -13,7 +13,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +20,7 @@ import pg from 'pg';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { OperatorServiceClient } from '../../src/gen/clearing/v1/operator_service.js';
 import { ClearingServiceClient } from '../../src/gen/clearing/v1/clearing_service.js';
-import { ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/store/embedded.js';
+import { pickFreeLoopbackPort, ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/store/embedded.js';
 
 export const repositoryRoot = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -144,23 +143,7 @@ export function killChildrenSync(): void {
   children.clear();
 }
 
-export async function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const address = server.address();
-      if (address === null || typeof address === 'string') {
-        server.close();
-        reject(new Error('listening on port 0 gave no TCP address'));
-        return;
-      }
-      const { port } = address;
-      server.close((error) => (error ? reject(error) : resolve(port)));
-    });
-  });
-}
+export const freeLoopbackPort = pickFreeLoopbackPort;
 
 /** Our environment without anything that would steer the child (DATABASE_URL, CLEARING_*, NODE_OPTIONS). */
 function childEnvironment(extra: Record<string, string>): NodeJS.ProcessEnv {
