@@ -23,7 +23,6 @@ import { confirmationToProto, creditTransferToProto, instructionFromProto, posit
 import { unary, type CallInfo } from './handlers.js';
 import { currentTraceId, inSpan } from '../telemetry/tracing.js';
 import { toStatus } from './status.js';
-import { callContextOf } from './handlers.js';
 import { principalOf } from './auth.js';
 import { pumpCursorStream } from './streams.js';
 import type { EventHub } from '../clearing/hub.js';

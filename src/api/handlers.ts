@@ -1,5 +1,5 @@
 // Shared plumbing of the service adapters: run a handler, map its error once.
-import { status, type handleUnaryCall, type Metadata, type ServerUnaryCall } from '@grpc/grpc-js';
+import { type handleUnaryCall, type Metadata, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { CallContext } from '../clearing/engine.js';
 import { principalOf, type Principal } from './auth.js';
 import { toStatus } from './status.js';
@@ -37,4 +37,3 @@ export function unary<Req, Res>(logger: Logger, handler: (request: Req, info: Ca
   };
 }
 
-export { status };

@@ -478,46 +478,17 @@ export class ClearingCore {
     const totals = await selectReconciliation(this.db);
     const violations: Violation[] = [];
     for (const t of totals) {
-      const expected = t.fundedTotalMinor - t.defundedTotalMinor;
-      if (t.balanceTotalMinor !== expected) {
-        violations.push({
-          invariant: 'BALANCES_NOT_CONSERVED',
-          currency: t.currency,
-          bic: '',
-          detail: `sum of balances ${t.balanceTotalMinor} differs from liquidity in minus out ${expected}`,
-        });
-      }
-      if (t.reservedTotalMinor !== t.reservedTransfersTotalMinor) {
-        violations.push({
-          invariant: 'RESERVATIONS_MISMATCH',
-          currency: t.currency,
-          bic: '',
-          detail: `sum of reservations ${t.reservedTotalMinor} differs from the amounts of RESERVED transfers ${t.reservedTransfersTotalMinor}`,
-        });
-      }
-      if (t.journalDebitTotalMinor !== t.journalCreditTotalMinor) {
-        violations.push({
-          invariant: 'JOURNAL_UNBALANCED',
-          currency: t.currency,
-          bic: '',
-          detail: `journal debits ${t.journalDebitTotalMinor} differ from credits ${t.journalCreditTotalMinor}`,
-        });
-      }
-      if (t.journalTransfersTotalMinor !== t.settledTransfersTotalMinor) {
-        violations.push({
-          invariant: 'JOURNAL_TRANSFERS_MISMATCH',
-          currency: t.currency,
-          bic: '',
-          detail: `the journal books ${t.journalTransfersTotalMinor} for transfers but SETTLED transfers amount to ${t.settledTransfersTotalMinor}`,
-        });
-      }
-      if (t.journalLiquidityTotalMinor !== t.fundedTotalMinor + t.defundedTotalMinor) {
-        violations.push({
-          invariant: 'JOURNAL_LIQUIDITY_MISMATCH',
-          currency: t.currency,
-          bic: '',
-          detail: `the journal books ${t.journalLiquidityTotalMinor} for liquidity transfers but they amount to ${t.fundedTotalMinor + t.defundedTotalMinor}`,
-        });
+      // Currency-wide invariants: [name, actual, expected, sentence].
+      const currencyWide: [string, bigint, bigint, string][] = [
+        ['BALANCES_NOT_CONSERVED', t.balanceTotalMinor, t.fundedTotalMinor - t.defundedTotalMinor, 'sum of balances {a} differs from liquidity in minus out {e}'],
+        ['RESERVATIONS_MISMATCH', t.reservedTotalMinor, t.reservedTransfersTotalMinor, 'sum of reservations {a} differs from the amounts of RESERVED transfers {e}'],
+        ['JOURNAL_UNBALANCED', t.journalDebitTotalMinor, t.journalCreditTotalMinor, 'journal debits {a} differ from credits {e}'],
+        ['JOURNAL_TRANSFERS_MISMATCH', t.journalTransfersTotalMinor, t.settledTransfersTotalMinor, 'the journal books {a} for transfers but SETTLED transfers amount to {e}'],
+        ['JOURNAL_LIQUIDITY_MISMATCH', t.journalLiquidityTotalMinor, t.fundedTotalMinor + t.defundedTotalMinor, 'the journal books {a} for liquidity transfers but they amount to {e}'],
+      ];
+      for (const [invariant, actual, expected, sentence] of currencyWide) {
+        if (actual === expected) continue;
+        violations.push({ invariant, currency: t.currency, bic: '', detail: sentence.replace('{a}', String(actual)).replace('{e}', String(expected)) });
       }
       for (const n of t.negativePositions) {
         violations.push({ invariant: 'POSITION_NEGATIVE', currency: t.currency, bic: n.bic, detail: `available is ${n.availableMinor}` });

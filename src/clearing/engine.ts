@@ -83,7 +83,6 @@ export class SettlementEngine {
   private sleepers: (() => void)[] = [];
   private stopping = false;
   private loops: Promise<void>[] | undefined;
-  private batchesCommitted = 0;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -105,9 +104,6 @@ export class SettlementEngine {
     return this.queue.length - this.head;
   }
 
-  get committedBatches(): number {
-    return this.batchesCommitted;
-  }
 
   start(): void {
     if (this.loops !== undefined) throw new Error('settlement engine already started');
@@ -240,7 +236,6 @@ export class SettlementEngine {
           return committed;
         });
         const durationMs = performance.now() - startedMs;
-        this.batchesCommitted++;
         this.onCommitted(topics);
         observation.committed({ batchId, operations, outcomes, durationMs });
         for (let i = 0; i < batch.length; i++) (batch[i] as Pending).resolve(outcomes[i] as OperationOutcome);

@@ -23,7 +23,6 @@ export class ReservationExpirer {
   private job: Periodic | undefined;
   /** UETRs queued for expiry and not yet decided, so a sweep does not queue them twice. */
   private readonly inFlight = new Set<string>();
-  private expiredCount = 0;
 
   constructor(
     private readonly db: pg.Pool,
@@ -31,10 +30,6 @@ export class ReservationExpirer {
     private readonly limits: ExpiryLimits,
     private readonly logger: Logger,
   ) {}
-
-  get expired(): number {
-    return this.expiredCount;
-  }
 
   start(): void {
     this.job = runPeriodically(this.limits.sweepIntervalMs, () => this.sweep());
@@ -60,7 +55,6 @@ export class ReservationExpirer {
       (outcomes) => {
         for (const o of outcomes) {
           if (o.kind === 'transfer' && !o.replayed && o.transfer.status === 'EXPIRED') {
-            this.expiredCount++;
             this.logger.info({ uetr: o.transfer.uetr, debtorAgent: o.transfer.debtorAgent, creditorAgent: o.transfer.creditorAgent }, 'reservation expired (AB05)');
           }
         }

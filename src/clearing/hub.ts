@@ -37,9 +37,4 @@ export class EventHub {
       set.add(done);
     });
   }
-
-  /** Topics anyone waits on right now (for metrics and tests). */
-  get topics(): number {
-    return this.waiters.size;
-  }
 }
