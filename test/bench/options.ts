@@ -53,6 +53,11 @@ export interface BenchOptions {
    * has no planner statistics until autovacuum's first ANALYZE).
    */
   analyzeBeforeRuns: boolean;
+  /**
+   * Load pg_stat_statements (embedded Postgres; an external server must already
+   * preload it) and print each run's costliest statements after the run.
+   */
+  pgStatements: boolean;
 }
 
 const usage = `usage: npm run bench -- [options]
@@ -76,6 +81,8 @@ const usage = `usage: npm run bench -- [options]
   --wait-quiet <s>      before each run wait up to <s> seconds until other processes are (almost) idle (default 0)
   --analyze             ANALYZE the bench database before each run and after its warm-up
                         (planner statistics as a long-running node has them; a fresh database has none)
+  --pg-statements       print each run's costliest SQL statements (pg_stat_statements, reset before each
+                        measured window; embedded Postgres loads it, an external server must preload it)
   --retry-disturbed <n> repeat a run (up to <n> times) if other processes took CPU during its measured window (default 0)
   --json                print one JSON object on stdout instead of the table
   --smoke               tiny run for CI (a few seconds per workload, low rates)
@@ -140,6 +147,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
         'wait-quiet': { type: 'string' },
         'retry-disturbed': { type: 'string' },
         analyze: { type: 'boolean', default: false },
+        'pg-statements': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         smoke: { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
@@ -184,6 +192,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     waitQuietSeconds: seconds('wait-quiet', v['wait-quiet'], 0, 0, 3_600),
     retryDisturbed: integer('retry-disturbed', v['retry-disturbed'], 0, 0, 100),
     analyzeBeforeRuns: v.analyze,
+    pgStatements: v['pg-statements'],
   };
   return options;
 }

@@ -52,7 +52,7 @@ function benchDatabaseName(): string {
   return `bench_${stamp}_${randomBytes(3).toString('hex')}`;
 }
 
-export async function openDatabase(databaseUrl: string | undefined, log: (line: string) => void): Promise<BenchDatabase> {
+export async function openDatabase(databaseUrl: string | undefined, log: (line: string) => void, postgresFlags: string[] = []): Promise<BenchDatabase> {
   if (databaseUrl !== undefined && databaseUrl !== '') {
     const name = benchDatabaseName();
     const created = await ensureDatabase(databaseUrl, name);
@@ -84,7 +84,7 @@ export async function openDatabase(databaseUrl: string | undefined, log: (line: 
   const dataDir = path.join(directory, 'postgres');
   let embedded: EmbeddedDatabase;
   try {
-    embedded = await startEmbeddedPostgres({ dataDir, log });
+    embedded = await startEmbeddedPostgres({ dataDir, log, postgresFlags });
   } catch (error) {
     await rm(directory, { recursive: true, force: true });
     throw error;

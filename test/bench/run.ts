@@ -159,6 +159,40 @@ async function analyze(url: string): Promise<void> {
   }
 }
 
+/** Statements shown per run by --pg-statements. */
+const topStatementsShown = 8;
+
+async function resetStatements(url: string, create: boolean): Promise<void> {
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    if (create) await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+    await db.query('SELECT pg_stat_statements_reset()');
+  } finally {
+    await db.end();
+  }
+}
+
+/** The statements with the most execution time since the last reset, one line each. */
+async function topStatements(url: string): Promise<string> {
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    const result = await db.query<{ calls: string; total_ms: number; mean_ms: number; plan_ms: number; rows: string; wal_kb: string; query: string }>(
+      `SELECT calls::text, total_exec_time AS total_ms, mean_exec_time AS mean_ms, total_plan_time AS plan_ms, rows::text,
+              (wal_bytes / 1024)::bigint::text AS wal_kb, regexp_replace(query, '\s+', ' ', 'g') AS query
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        ORDER BY total_exec_time + total_plan_time DESC LIMIT $1`,
+      [topStatementsShown],
+    );
+    return result.rows
+      .map((r) => `  ${r.calls.padStart(8)} calls ${r.total_ms.toFixed(0).padStart(7)} ms total ${r.mean_ms.toFixed(3).padStart(8)} ms mean ${r.plan_ms.toFixed(0).padStart(6)} ms planning ${r.rows.padStart(9)} rows ${r.wal_kb.padStart(8)} kB WAL  ${r.query.slice(0, 90)}`)
+      .join('\n');
+  } finally {
+    await db.end();
+  }
+}
+
 /** The postmaster of the bench database (the parent of our backend), to tell its CPU from any other Postgres. */
 async function postmasterPid(url: string): Promise<number | undefined> {
   const db = new pg.Client({ connectionString: url });
@@ -273,7 +307,12 @@ async function run(options: BenchOptions): Promise<number> {
   let settings: Record<string, string> = {};
   try {
     log(process.env['DATABASE_URL'] ? 'creating a bench database on DATABASE_URL' : 'starting an embedded, durable Postgres in a temporary directory');
-    database = await openDatabase(process.env['DATABASE_URL'], () => undefined);
+    database = await openDatabase(
+      process.env['DATABASE_URL'],
+      () => undefined,
+      options.pgStatements ? ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all', '-c', 'pg_stat_statements.track_planning=on'] : [],
+    );
+    if (options.pgStatements) await resetStatements(database.url, true);
     settings = await databaseSettings(database.url);
     log(`database ${database.where} (Postgres ${settings['server_version']}, fsync=${settings['fsync']}, synchronous_commit=${settings['synchronous_commit']})`);
 
@@ -323,6 +362,7 @@ async function run(options: BenchOptions): Promise<number> {
       },
       beforeMeasuring: async () => {
         if (options.analyzeBeforeRuns) await analyze(databaseUrl);
+        if (options.pgStatements) await resetStatements(databaseUrl, false);
       },
     };
 
@@ -349,6 +389,7 @@ async function run(options: BenchOptions): Promise<number> {
           raw.push(await retry('fanout', async () => runFanout(context, nodePool, await freshFanoutBanks(), ledger)));
           break;
       }
+      if (options.pgStatements) log(`${workload}: costliest statements since its measured window began\n${await topStatements(databaseUrl)}`);
       if (node.exited()) {
         log(`the node exited during ${workload}`);
         break;
