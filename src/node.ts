@@ -1,5 +1,6 @@
 // Composition root: config → store → core → api → server. Tests start nodes
 // through here exactly as `npm start` does.
+import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { ConfigError, isLoopbackHost, type Config } from './config.js';
 import { locateDatabase, createPool, type DatabaseLocation } from './store/database.js';
@@ -18,7 +19,10 @@ import { operatorService } from './api/operator-service.js';
 import { servingNames, startServer } from './api/server.js';
 import type { Logger } from './telemetry/logger.js';
 import { ClearingTelemetry, watchPendingReservations } from './telemetry/clearing-telemetry.js';
-import { countReservedTransfers } from './store/reads.js';
+import { countReservedTransfers, updateConfirmationsDelivered } from './store/reads.js';
+import { parseNotification, type SettlementOrigin } from './store/settlement.js';
+import { RecentConfirmations } from './clearing/recent-confirmations.js';
+import { DeliveryRecorder } from './clearing/deliveries.js';
 
 export interface RunningNode {
   /** host:port the server listens on (the real port when configured with :0). */
@@ -67,14 +71,26 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
   let expirer: ReservationExpirer | undefined;
   let retention: Periodic | undefined;
   const hub = new EventHub();
-  const listener = new NotificationListener(location.url, (topic) => hub.notify(topic), () => hub.notifyAll(), logger.child({ component: 'notifications' }));
+  const origin: SettlementOrigin = { nodeId: config.nodeId, notificationSource: randomUUID() };
+  const recent = new RecentConfirmations();
+  const deliveries = new DeliveryRecorder((ranges) => updateConfirmationsDelivered(pool, ranges), logger.child({ component: 'deliveries' }));
+  const listener = new NotificationListener(
+    location.url,
+    (payload) => {
+      const event = parseNotification(payload);
+      // Our own batches woke our streams right after their COMMIT.
+      if (event !== undefined && event.source !== origin.notificationSource) hub.notify(event.topic);
+    },
+    () => hub.notifyAll(),
+    logger.child({ component: 'notifications' }),
+  );
   try {
     const migrated = await migrate(pool, { log: (message) => logger.info(message) });
     logger.info({ applied: migrated.applied, alreadyApplied: migrated.alreadyApplied }, 'database schema ready');
 
     engine = new SettlementEngine(
       pool,
-      config.nodeId,
+      origin,
       {
         queueOperationsMax: config.queueOperationsMax,
         batchOperationsMax: config.batchOperationsMax,
@@ -85,15 +101,16 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         reservationTimeoutMs: config.reservationTimeoutMs,
       },
       logger.child({ component: 'settlement' }),
-      (topics) => {
-        for (const topic of topics) hub.notify(topic);
+      (writes) => {
+        recent.add(writes);
+        for (const topic of writes.notifications) hub.notify(topic);
       },
       new ClearingTelemetry(),
     );
     watchPendingReservations(() => countReservedTransfers(pool));
     engine.start();
     await listener.start();
-    const core = new ClearingCore(pool, engine, hub);
+    const core = new ClearingCore(pool, engine, hub, recent, deliveries);
     expirer = new ReservationExpirer(
       pool,
       engine,
@@ -157,6 +174,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         await sweeper.stop();
         await purger.stop();
         await running.stop();
+        await deliveries.flush();
         await listener.stop();
         await stopDatabase();
         logger.info('node stopped');

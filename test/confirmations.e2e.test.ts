@@ -167,6 +167,38 @@ describe('StreamConfirmations', () => {
     stream.cancel();
   }, 120_000);
 
+  test('live confirmations equal the stored ones, also when another node instance commits in between', async () => {
+    // Node a feeds its live streams from memory after its own commits; node b's
+    // commits reach a's memory only as gaps, which a must read from the database.
+    const { debtor, creditor, payer, payee } = await pair(1_000_000n);
+    const gateway = freshBic('G', 'USNY');
+    await createBank(a.operator, gateway, 0n, { kind: ParticipantKind.PARTICIPANT_KIND_GATEWAY });
+    const streams = { payer: confirmations(payer, 0n), payee: confirmations(payee, 0n), gateway: confirmations(a.participant(gateway), 0n) };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const payerOnB = b.participant(debtor);
+    let sent = 0;
+    for (let round = 0; round < 6; round++) {
+      const via = round % 2 === 0 ? payer : payerOnB;
+      const transfers = [
+        transfer(debtor, creditor, BigInt(100 + round), { intermediaryAgent: gateway }),
+        transfer(debtor, creditor, 10_000_000n), // more than the debtor holds: REJECTED AM04
+        transfer(debtor, creditor, BigInt(200 + round)),
+      ];
+      await via.submitTransfers({ transfers, waitForFinal: false });
+      sent += transfers.length;
+    }
+    const expectedCount = { payer: sent, payee: sent, gateway: 6 };
+    for (const [who, client] of [['payer', payer], ['payee', payee], ['gateway', a.participant(gateway)]] as const) {
+      const live = [];
+      for (let i = 0; i < expectedCount[who]; i++) live.push((await streams[who].next(5_000)).confirmation);
+      expect(await streams[who].drainFor(200)).toEqual([]);
+      streams[who].cancel();
+      expect(live.map((c) => c?.sequence)).toEqual(Array.from({ length: expectedCount[who] }, (_, i) => BigInt(i + 1)));
+      const stored = await client.listConfirmations({ afterSequence: 0n, pageSize: 100, pageToken: '' });
+      expect(live).toEqual(stored.confirmations);
+    }
+  });
+
   test('a stalled consumer is cut off without delaying a fast one or settlement', async () => {
     const { debtor, creditor, payer, payee } = await pair();
     const slowCall = payee.raw.streamConfirmations({ afterSequence: 0n }, payee.metadata());

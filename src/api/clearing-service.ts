@@ -133,24 +133,25 @@ export function clearingService(
   async function streamConfirmations(call: ServerWritableStream<StreamConfirmationsRequest, StreamConfirmationsResponse>): Promise<void> {
     const caller = requireParticipant(principalOf(call.metadata));
     const startAfter = await core.confirmationsStart(caller, call.request.afterSequence);
-    await pumpCursorStream(call, hub, closing, {
-      name: 'confirmations',
-      participant: caller,
-      topic: `confirmations:${caller}`,
-      startAfter,
-      read: (after, limit) => core.confirmationsAfter(caller, after, limit),
-      cursorOf: (c) => c.sequence,
-      toMessage: (c) => ({ confirmation: confirmationToProto(c) }),
-      pageRowsMax: confirmationPageMax,
-      pollMs: streamPollMs,
-      whileBlocked: (cursor, blockedMs) => core.checkSubscriberLag(caller, cursor, blockedMs, limits),
-      finalAtOf: (c) => c.finalAt,
-      delivered: (first, last) => {
-        core.markConfirmationsDelivered(caller, first.sequence, last.sequence).catch((error: unknown) => {
-          logger.warn({ err: error, bic: caller }, 'could not record confirmation delivery');
-        });
-      },
-    });
+    const unfollow = core.followConfirmations(caller);
+    try {
+      await pumpCursorStream(call, hub, closing, {
+        name: 'confirmations',
+        participant: caller,
+        topic: `confirmations:${caller}`,
+        startAfter,
+        read: (after, limit) => core.confirmationsAfter(caller, after, limit),
+        cursorOf: (c) => c.sequence,
+        toMessage: (c) => ({ confirmation: confirmationToProto(c) }),
+        pageRowsMax: confirmationPageMax,
+        pollMs: streamPollMs,
+        whileBlocked: (cursor, blockedMs) => core.checkSubscriberLag(caller, cursor, blockedMs, limits),
+        finalAtOf: (c) => c.finalAt,
+        delivered: (first, last) => core.markConfirmationsDelivered(caller, first.sequence, last.sequence),
+      });
+    } finally {
+      unfollow();
+    }
   }
 
   return {

@@ -10,6 +10,8 @@ import { available } from './batch.js';
 import { decodePageToken, encodePageToken, pageSize } from './pagination.js';
 import { isValidCurrency, isValidUetr, limits, validateBicField as validateBic } from './validation.js';
 import type { EventHub } from './hub.js';
+import type { RecentConfirmations } from './recent-confirmations.js';
+import type { DeliveryRecorder } from './deliveries.js';
 import {
   insertParticipant,
   selectParticipant,
@@ -22,7 +24,6 @@ import {
   selectPositionsPage,
   selectConfirmationEvents,
   selectConfirmationRange,
-  updateConfirmationsDelivered,
   type ConfirmationEvent,
   selectConfirmationsAfter,
   selectInboundAfter,
@@ -122,6 +123,9 @@ export class ClearingCore {
     private readonly db: pg.Pool,
     private readonly engine: SettlementEngine,
     private readonly hub: EventHub,
+    /** This node's latest committed confirmations, fed by the engine after each commit. */
+    private readonly recent: RecentConfirmations,
+    private readonly deliveries: DeliveryRecorder,
   ) {}
 
   // --- participants -------------------------------------------------------
@@ -382,12 +386,18 @@ export class ClearingCore {
     return afterSequence;
   }
 
-  async markConfirmationsDelivered(bic: string, firstSequence: bigint, lastSequence: bigint): Promise<void> {
-    await updateConfirmationsDelivered(this.db, bic, firstSequence, lastSequence);
+  /** Notes that a stream wrote `bic`'s confirmations first..last; recorded in the next flush. */
+  markConfirmationsDelivered(bic: string, firstSequence: bigint, lastSequence: bigint): void {
+    this.deliveries.record(bic, firstSequence, lastSequence);
+  }
+
+  /** Keeps `bic`'s newest confirmations in memory while a stream of it is open (call the result when it ends). */
+  followConfirmations(bic: string): () => void {
+    return this.recent.subscribe(bic);
   }
 
   async confirmationsAfter(bic: string, afterSequence: bigint, limit: number): Promise<ConfirmationView[]> {
-    return selectConfirmationsAfter(this.db, bic, afterSequence, limit);
+    return this.recent.after(bic, afterSequence, limit) ?? selectConfirmationsAfter(this.db, bic, afterSequence, limit);
   }
 
   async listConfirmations(

@@ -5,8 +5,9 @@ import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClearingError } from './errors.js';
 import { batchKeys, decideBatch, type Operation, type OperationOutcome } from './batch.js';
-import { isRetryableSettlementError, runSettlementBatch } from '../store/settlement.js';
+import { isRetryableSettlementError, runSettlementBatch, type SettlementOrigin } from '../store/settlement.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { BatchWrites } from '../store/rows.js';
 
 export interface EngineLimits {
   /** Most operations waiting in the queue; a submit that does not fit gets RESOURCE_EXHAUSTED. */
@@ -86,11 +87,14 @@ export class SettlementEngine {
 
   constructor(
     private readonly pool: pg.Pool,
-    private readonly nodeId: string,
+    private readonly origin: SettlementOrigin,
     private readonly limits: EngineLimits,
     private readonly logger: Logger,
-    /** Called after each commit with the topics the batch touched (`inbound:<BIC>`, `confirmations:<BIC>`). */
-    private readonly onCommitted: (topics: readonly string[]) => void = () => {},
+    /**
+     * Called after each COMMIT with what the batch wrote; `notifications` are
+     * the topics it touched (`inbound:<BIC>`, `confirmations:<BIC>`).
+     */
+    private readonly onCommitted: (writes: BatchWrites) => void = () => {},
     private readonly observer: EngineObserver = noObserver,
   ) {
     observer.watchQueue(() => this.queueDepth);
@@ -213,18 +217,18 @@ export class SettlementEngine {
     const keys = batchKeys(operations);
     for (let attempt = 0; ; attempt++) {
       const startedMs = performance.now();
-      let topics: readonly string[] = [];
+      let written: BatchWrites | undefined;
       let batchId = 0n;
       const observation = this.observer.batch(observed, attempt);
       try {
         const outcomes = await observation.run(async () => {
-          const committed = await runSettlementBatch(this.pool, this.nodeId, keys, (snapshot) => {
+          const committed = await runSettlementBatch(this.pool, this.origin, keys, (snapshot) => {
             const decided = decideBatch(operations, snapshot, {
               transferAmountMaxMinor: this.limits.transferAmountMaxMinor,
               reservationTimeoutMs: this.limits.reservationTimeoutMs,
               now: new Date(),
             });
-            topics = decided.writes.notifications;
+            written = decided.writes;
             batchId = snapshot.batchId;
             return decided;
           });
@@ -236,7 +240,7 @@ export class SettlementEngine {
           return committed;
         });
         const durationMs = performance.now() - startedMs;
-        this.onCommitted(topics);
+        if (written !== undefined) this.onCommitted(written);
         observation.committed({ batchId, operations, outcomes, durationMs });
         for (let i = 0; i < batch.length; i++) (batch[i] as Pending).resolve(outcomes[i] as OperationOutcome);
         return;

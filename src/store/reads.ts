@@ -293,13 +293,36 @@ export async function selectConfirmationRange(db: pg.Pool, bic: string): Promise
   return row === undefined ? undefined : { latest: BigInt(row.latest), purgedThrough: BigInt(row.purged) };
 }
 
-/** Marks a participant's confirmations as delivered (first delivery only). */
-export async function updateConfirmationsDelivered(db: pg.Pool, bic: string, firstSequence: bigint, lastSequence: bigint): Promise<void> {
+/**
+ * Marks confirmations as delivered, for each range the time it was written to a
+ * stream; a confirmation keeps its first delivery (the earliest of overlapping
+ * ranges, e.g. two subscribers of one bank).
+ */
+export async function updateConfirmationsDelivered(
+  db: pg.Pool,
+  ranges: readonly { bic: string; firstSequence: bigint; lastSequence: bigint; deliveredAt: Date }[],
+): Promise<void> {
   await db.query({
     name: 'confirmations_delivered',
-    text: `UPDATE confirmations SET delivered_at = now()
-            WHERE bic = $1 AND sequence BETWEEN $2 AND $3 AND delivered_at IS NULL`,
-    values: [bic, firstSequence.toString(), lastSequence.toString()],
+    text: `WITH ranges AS (
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[])
+                        AS r(bic, first_sequence, last_sequence, delivered_at)
+           ), firsts AS (
+             SELECT c.bic, c.sequence, min(r.delivered_at) AS delivered_at
+               FROM ranges r
+               JOIN confirmations c ON c.bic = r.bic AND c.sequence BETWEEN r.first_sequence AND r.last_sequence
+              WHERE c.delivered_at IS NULL
+              GROUP BY c.bic, c.sequence
+           )
+           UPDATE confirmations c SET delivered_at = f.delivered_at
+             FROM firsts f
+            WHERE c.bic = f.bic AND c.sequence = f.sequence AND c.delivered_at IS NULL`,
+    values: [
+      ranges.map((r) => r.bic),
+      ranges.map((r) => r.firstSequence.toString()),
+      ranges.map((r) => r.lastSequence.toString()),
+      ranges.map((r) => r.deliveredAt),
+    ],
   });
 }
 

@@ -1,0 +1,56 @@
+import { describe, expect, test } from 'vitest';
+import pino from 'pino';
+import { DeliveryRecorder, type DeliveredRange } from './deliveries.js';
+
+const silent = pino({ level: 'silent' });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('DeliveryRecorder', () => {
+  test('writes the pages of one interval together, each with its own time', async () => {
+    const writes: DeliveredRange[][] = [];
+    const recorder = new DeliveryRecorder(async (ranges) => void writes.push(ranges), silent, 50, 100);
+    recorder.record('AAAADEFFXXX', 1n, 10n);
+    await sleep(5);
+    recorder.record('BBBBDEFFXXX', 3n, 3n);
+    expect(writes).toEqual([]);
+    await sleep(100);
+    expect(writes).toHaveLength(1);
+    expect(writes[0]?.map((r) => [r.bic, r.firstSequence, r.lastSequence])).toEqual([
+      ['AAAADEFFXXX', 1n, 10n],
+      ['BBBBDEFFXXX', 3n, 3n],
+    ]);
+    const [first, second] = writes[0] as DeliveredRange[];
+    expect(second?.deliveredAt.getTime()).toBeGreaterThan(first?.deliveredAt.getTime() as number);
+  });
+
+  test('a full buffer is written at once', async () => {
+    const writes: DeliveredRange[][] = [];
+    const recorder = new DeliveryRecorder(async (ranges) => void writes.push(ranges), silent, 60_000, 3);
+    for (let i = 1n; i <= 7n; i++) recorder.record('AAAADEFFXXX', i, i);
+    await recorder.flush();
+    expect(writes.map((w) => w.length)).toEqual([3, 3, 1]);
+  });
+
+  test('a failed write is logged and does not stop later ones', async () => {
+    const writes: DeliveredRange[][] = [];
+    let fail = true;
+    const warnings: unknown[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) });
+    const recorder = new DeliveryRecorder(
+      async (ranges) => {
+        if (fail) throw new Error('database away');
+        writes.push(ranges);
+      },
+      logger,
+      10,
+      100,
+    );
+    recorder.record('AAAADEFFXXX', 1n, 1n);
+    await recorder.flush();
+    fail = false;
+    recorder.record('AAAADEFFXXX', 2n, 2n);
+    await recorder.flush();
+    expect(warnings).toHaveLength(1);
+    expect(writes.map((w) => w.map((r) => r.firstSequence))).toEqual([[2n]]);
+  });
+});
