@@ -40,3 +40,19 @@ export async function inTransaction<T>(pool: pg.Pool, begin: string, run: (clien
     }
   });
 }
+
+/**
+ * Sends `queries` back to back on one connection and waits for all of them.
+ * node-postgres sends a queued query as soon as the previous one completes,
+ * from its socket handler, so the round trips follow each other without
+ * waiting for this process's event loop (busy with other calls under load).
+ * Throws the first failure; Postgres then has aborted the transaction, so the
+ * queries after it did nothing (a COMMIT after a failure rolls back).
+ */
+export async function queryInOrder(client: pg.PoolClient, queries: (pg.QueryConfig | string)[]): Promise<pg.QueryResult[]> {
+  const sent = queries.map((q) => client.query(q as pg.QueryConfig));
+  const settled = await Promise.allSettled(sent);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<pg.QueryResult>).value);
+}

@@ -16,7 +16,7 @@
 // cycle. FOR NO KEY UPDATE: batches change counters, never keys, so other
 // transactions' foreign-key checks (FOR KEY SHARE) need not wait.
 import type pg from 'pg';
-import { inTransaction } from './client.js';
+import { queryInOrder, withClient } from './client.js';
 import type {
   BatchKeys,
   BatchSnapshot,
@@ -381,6 +381,11 @@ function readSnapshot(batchId: string, locked: pg.QueryResult, raw: Record<strin
  * Runs one settlement batch in one transaction: lock, read, `decide` (pure,
  * synchronous), write, commit. Returns what `decide` returned, only after COMMIT.
  * Throws the database's error untouched; the caller decides whether to retry.
+ *
+ * Two trips through this process's event loop while the locks are held, not
+ * five: BEGIN, the lock and the read go out back to back, then the write and
+ * COMMIT (queryInOrder). The read is still its own statement after the lock's,
+ * so it sees every batch that committed before our locks were granted.
  */
 export async function runSettlementBatch<R>(
   pool: pg.Pool,
@@ -388,32 +393,38 @@ export async function runSettlementBatch<R>(
   keys: BatchKeys,
   decide: (snapshot: BatchSnapshot) => { writes: BatchWrites; result: R },
 ): Promise<R> {
-  return inTransaction(pool, beginSettlementSql, async (client) => {
-    const locked = await client.query({
-      name: 'settlement_lock_participants',
-      text: lockParticipantsSql,
-      values: [keys.participants],
-    });
-    const snapshotRows = await client.query({
-      name: 'settlement_read_snapshot',
-      text: readSnapshotSql,
-      values: [
-        keys.positions.map((k) => k.bic),
-        keys.instructions.map((k) => k.debtorAgent),
-        keys.instructions.map((k) => k.instructionId),
-        keys.uetrs,
-        keys.requestIds,
-        keys.positions.map((k) => k.currency),
-      ],
-    });
-    const raw = snapshotRows.rows[0] as Record<string, unknown>;
-    const snapshot = readSnapshot(raw.batch_id as string, locked, raw);
-    const { writes, result } = decide(snapshot);
-    if (writes.operations > 0) {
-      const { text, values } = writeBatch(snapshot.batchId, origin, writes, new Date());
-      await client.query({ name: 'settlement_write_batch', text, values });
+  return withClient(pool, async (client) => {
+    try {
+      const [, locked, snapshotRows] = await queryInOrder(client, [
+        beginSettlementSql,
+        { name: 'settlement_lock_participants', text: lockParticipantsSql, values: [keys.participants] },
+        {
+          name: 'settlement_read_snapshot',
+          text: readSnapshotSql,
+          values: [
+            keys.positions.map((k) => k.bic),
+            keys.instructions.map((k) => k.debtorAgent),
+            keys.instructions.map((k) => k.instructionId),
+            keys.uetrs,
+            keys.requestIds,
+            keys.positions.map((k) => k.currency),
+          ],
+        },
+      ]);
+      const raw = (snapshotRows as pg.QueryResult).rows[0] as Record<string, unknown>;
+      const snapshot = readSnapshot(raw.batch_id as string, locked as pg.QueryResult, raw);
+      const { writes, result } = decide(snapshot);
+      if (writes.operations > 0) {
+        const { text, values } = writeBatch(snapshot.batchId, origin, writes, new Date());
+        await queryInOrder(client, [{ name: 'settlement_write_batch', text, values }, 'COMMIT']);
+      } else {
+        await client.query('COMMIT');
+      }
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
     }
-    return result;
   });
 }
 
