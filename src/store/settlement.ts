@@ -127,6 +127,19 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
   const unnest = <T>(rows: readonly T[], cols: [cast: string, get: (row: T) => unknown][]) =>
     `unnest(${cols.map(([cast, get]) => param(rows.map(get), `${cast}[]`)).join(', ')})`;
   const str = (v: bigint) => v.toString();
+  // Timestamps as ISO strings: node-postgres formats each Date by hand (about
+  // a microsecond each, thousands per batch, while the locks are held), and
+  // most of a batch's timestamps are the same Date, so its string is reused.
+  let lastDate: Date | undefined;
+  let lastIso = '';
+  const iso = (d: Date | null): string | null => {
+    if (d === null) return null;
+    if (d !== lastDate) {
+      lastDate = d;
+      lastIso = d.toISOString();
+    }
+    return lastIso;
+  };
   const batch = param(str(batchId), 'bigint');
 
   const text = `
@@ -156,10 +169,10 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
       ['text', (t) => t.status],
       ['text', (t) => t.reasonCode],
       ['text', (t) => t.reason],
-      ['timestamptz', (t) => t.receivedAt],
-      ['timestamptz', (t) => t.reservedAt],
-      ['timestamptz', (t) => t.finalAt],
-      ['timestamptz', (t) => t.expireAt],
+      ['timestamptz', (t) => iso(t.receivedAt)],
+      ['timestamptz', (t) => iso(t.reservedAt)],
+      ['timestamptz', (t) => iso(t.finalAt)],
+      ['timestamptz', (t) => iso(t.expireAt)],
       ['text', (t) => t.traceId],
       ['bigint', (t) => (t.creditorSequence === null ? null : str(t.creditorSequence))],
     ])} AS t
@@ -173,7 +186,7 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
         ['text', (t) => t.status],
         ['text', (t) => t.reasonCode],
         ['text', (t) => t.reason],
-        ['timestamptz', (t) => t.finalAt],
+        ['timestamptz', (t) => iso(t.finalAt)],
       ])} AS f(debtor_agent, instruction_id, status, reason_code, reason, final_at)
      WHERE t.debtor_agent = f.debtor_agent AND t.instruction_id = f.instruction_id AND t.status = 'RESERVED'
   ), changed_positions AS (
@@ -186,7 +199,7 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
         ['bigint', (p) => str(p.balanceMinor)],
         ['bigint', (p) => str(p.reservedMinor)],
         ['bigint', (p) => str(p.debitCapMinor)],
-        ['timestamptz', (p) => p.updatedAt],
+        ['timestamptz', (p) => iso(p.updatedAt)],
       ])} AS u(bic, currency, balance_minor, reserved_minor, debit_cap_minor, updated_at)
      WHERE p.bic = u.bic AND p.currency = u.currency
   ), sequences AS (
@@ -211,7 +224,7 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
       ['bigint', (o) => str(o.balanceAfterMinor)],
       ['bigint', (o) => str(o.reservedAfterMinor)],
       ['bigint', (o) => str(o.debitCapAfterMinor)],
-      ['timestamptz', (o) => o.createdAt],
+      ['timestamptz', (o) => iso(o.createdAt)],
     ])} AS o
   ), journal AS (
     INSERT INTO journal_entries (currency, debit_account, credit_account, amount_minor, transfer_debtor_agent,
@@ -237,7 +250,7 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
       ['text', (c) => c.status],
       ['text', (c) => c.reasonCode],
       ['text', (c) => c.reason],
-      ['timestamptz', (c) => c.finalAt],
+      ['timestamptz', (c) => iso(c.finalAt)],
     ])} AS c
   )
   -- NOTIFY is delivered at COMMIT, so listeners never hear of uncommitted work.
