@@ -26,7 +26,11 @@ describe('DeliveryRecorder', () => {
   test('a full buffer is written at once', async () => {
     const writes: DeliveredRange[][] = [];
     const recorder = new DeliveryRecorder(async (ranges) => void writes.push(ranges), silent, 60_000, 3);
-    for (let i = 1n; i <= 7n; i++) recorder.record('AAAADEFFXXX', i, i);
+    for (let i = 1n; i <= 7n; i++) {
+      recorder.record('AAAADEFFXXX', i, i);
+      await sleep(1);
+    }
+    expect(writes.map((w) => w.length)).toEqual([3, 3]);
     await recorder.flush();
     expect(writes.map((w) => w.length)).toEqual([3, 3, 1]);
   });
@@ -52,5 +56,31 @@ describe('DeliveryRecorder', () => {
     await recorder.flush();
     expect(warnings).toHaveLength(1);
     expect(writes.map((w) => w.map((r) => r.firstSequence))).toEqual([[2n]]);
+  });
+
+  test('one write at a time: while it hangs, marks beyond the buffer are dropped and reported', async () => {
+    const writes: DeliveredRange[][] = [];
+    let release: () => void = () => {};
+    const warnings: { dropped?: number }[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) });
+    const recorder = new DeliveryRecorder(
+      async (ranges) => {
+        writes.push(ranges);
+        if (writes.length === 1) await new Promise<void>((resolve) => (release = resolve));
+      },
+      logger,
+      60_000,
+      2,
+    );
+    recorder.record('AAAADEFFXXX', 1n, 1n);
+    recorder.record('AAAADEFFXXX', 2n, 2n); // full: the first write starts and hangs
+    await sleep(10);
+    for (let i = 3n; i <= 7n; i++) recorder.record('AAAADEFFXXX', i, i); // 3 and 4 fill the buffer; 5..7 dropped
+    await sleep(10);
+    expect(writes).toHaveLength(1);
+    release();
+    await recorder.flush();
+    expect(writes.map((w) => w.map((r) => r.firstSequence))).toEqual([[1n, 2n], [3n, 4n]]);
+    expect(warnings.map((w) => w.dropped)).toEqual([3]);
   });
 });

@@ -10,7 +10,11 @@ import type { Logger } from '../telemetry/logger.js';
 
 /** How long a delivery mark may wait before it is written. */
 export const deliveryFlushMs = 250;
-/** Pages of marks held before a flush is forced (and the most one statement writes). */
+/**
+ * Pages of marks held before a flush is forced (and the most one statement
+ * writes); while a write is in flight and this many wait, further marks are
+ * dropped and counted in a warning.
+ */
 export const deliveryRangesMax = 4_096;
 
 export interface DeliveredRange {
@@ -23,7 +27,10 @@ export interface DeliveredRange {
 export class DeliveryRecorder {
   private pending: DeliveredRange[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> = Promise.resolve();
+  /** The write in flight, if any: at most one, so a slow database cannot pile writes up. */
+  private inFlight: Promise<void> | undefined;
+  /** Marks dropped because the buffer was full while a write was in flight, not yet reported. */
+  private dropped = 0;
 
   constructor(
     private readonly write: (ranges: DeliveredRange[]) => Promise<void>,
@@ -37,23 +44,38 @@ export class DeliveryRecorder {
   /** Notes that `bic`'s confirmations first..last were written to a stream just now. */
   record(bic: string, firstSequence: bigint, lastSequence: bigint): void {
     assert(firstSequence <= lastSequence, 'a delivered range runs forwards');
+    if (this.pending.length >= this.rangesMax) {
+      // Full, and the previous write has not finished: the database is slow or away.
+      this.dropped += 1;
+      return;
+    }
     this.pending.push({ bic, firstSequence, lastSequence, deliveredAt: new Date() });
-    if (this.pending.length >= this.rangesMax) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), this.flushMs);
+    if (this.pending.length >= this.rangesMax) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), this.flushMs);
   }
 
-  /** Writes what is pending (after the previous flush, so marks land in order). */
-  flush(): Promise<void> {
+  /** Writes what is pending, after the write in flight (if any) has finished. */
+  async flush(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
+    while (this.inFlight !== undefined) await this.inFlight;
     const ranges = this.pending;
-    if (ranges.length === 0) return this.flushing;
+    if (ranges.length === 0) return;
     this.pending = [];
-    this.flushing = this.flushing.then(() =>
-      this.write(ranges).catch((error: unknown) => {
+    if (this.dropped > 0) {
+      this.logger.warn({ dropped: this.dropped, rangesMax: this.rangesMax }, 'confirmation delivery marks dropped: the database did not keep up');
+      this.dropped = 0;
+    }
+    this.inFlight = this.write(ranges).then(
+      () => undefined,
+      (error: unknown) => {
         this.logger.warn({ err: error, ranges: ranges.length }, 'could not record confirmation deliveries');
-      }),
+      },
     );
-    return this.flushing;
+    try {
+      await this.inFlight;
+    } finally {
+      this.inFlight = undefined;
+    }
   }
 }

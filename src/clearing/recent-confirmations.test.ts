@@ -131,4 +131,19 @@ describe('RecentConfirmations', () => {
     recent.add(batch('CREDFRPPXXX', [2]));
     expect(recent.after('CREDFRPPXXX', 1n, 10)).toBeUndefined();
   });
+
+  test('many followed participants share the total, down to a floor each', () => {
+    const recent = new RecentConfirmations(1_000, 300);
+    for (const bic of ['AAAADEFFXXX', 'BBBBDEFFXXX', 'CCCCDEFFXXX']) recent.subscribe(bic);
+    const hundredFifty = Array.from({ length: 150 }, (_, i) => i + 1);
+    recent.add(batch('AAAADEFFXXX', hundredFifty));
+    // 300 / 3 followed = 100 each: the newest 100 are kept.
+    expect(recent.after('AAAADEFFXXX', 49n, 1)).toBeUndefined();
+    expect(sequences(recent.after('AAAADEFFXXX', 50n, 1_000))).toEqual(hundredFifty.slice(50));
+    const tiny = new RecentConfirmations(1_000, 10);
+    tiny.subscribe('AAAADEFFXXX');
+    tiny.add(batch('AAAADEFFXXX', hundredFifty));
+    // Never below the floor of 64, however small the total.
+    expect(sequences(tiny.after('AAAADEFFXXX', 86n, 1_000))?.length).toBe(64);
+  });
 });

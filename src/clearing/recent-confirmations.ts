@@ -15,6 +15,13 @@ import type { ConfirmationView } from '../store/reads.js';
 
 /** Confirmations kept per participant: two stream pages (see confirmationPageMax). */
 export const recentConfirmationsPerParticipantMax = 1_000;
+/**
+ * Confirmations kept in all (~0.5 kB each): with many participants followed,
+ * each keeps totalMax / participants, but never fewer than the floor below.
+ */
+export const recentConfirmationsTotalMax = 200_000;
+/** What each followed participant keeps however many there are: enough for one batch's worth. */
+export const recentConfirmationsPerParticipantFloor = 64;
 
 interface Run {
   /** Local subscribers of this participant's stream. */
@@ -26,8 +33,17 @@ interface Run {
 export class RecentConfirmations {
   private readonly runs = new Map<string, Run>();
 
-  constructor(private readonly perParticipantMax: number = recentConfirmationsPerParticipantMax) {
-    assert(perParticipantMax >= 1, 'perParticipantMax must be at least 1');
+  constructor(
+    private readonly perParticipantMax: number = recentConfirmationsPerParticipantMax,
+    private readonly totalMax: number = recentConfirmationsTotalMax,
+  ) {
+    assert(perParticipantMax >= 1 && totalMax >= 1, 'recent confirmation limits must be at least 1');
+  }
+
+  /** What each participant may keep now: memory stays near totalMax however many are followed. */
+  private keepMax(): number {
+    const share = Math.floor(this.totalMax / Math.max(1, this.runs.size));
+    return Math.min(this.perParticipantMax, Math.max(recentConfirmationsPerParticipantFloor, share));
   }
 
   /** Keeps `bic`'s confirmations while the returned function has not been called. */
@@ -50,6 +66,7 @@ export class RecentConfirmations {
   add(writes: Pick<BatchWrites, 'confirmations' | 'transfers' | 'finalizedTransfers'>): void {
     if (this.runs.size === 0 || writes.confirmations.length === 0) return;
     let transfers: Map<string, TransferRow> | undefined;
+    const keepMax = this.keepMax();
     for (const c of writes.confirmations) {
       const run = this.runs.get(c.bic);
       if (run === undefined) continue;
@@ -80,7 +97,7 @@ export class RecentConfirmations {
         finalAt: c.finalAt,
         traceId: t.traceId,
       });
-      if (run.entries.length > this.perParticipantMax) run.entries.splice(0, run.entries.length - this.perParticipantMax);
+      if (run.entries.length > keepMax) run.entries.splice(0, run.entries.length - keepMax);
     }
   }
 
