@@ -167,7 +167,12 @@ async function resetStatements(url: string, create: boolean): Promise<void> {
   await db.connect();
   try {
     if (create) await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
-    await db.query('SELECT pg_stat_statements_reset()');
+    await db.query('SELECT pg_stat_statements_reset()').catch((error: unknown) => {
+      throw new UsageError(
+        `--pg-statements: ${(error as Error).message}; add pg_stat_statements to this server's shared_preload_libraries ` +
+          '(and restart it), or run without DATABASE_URL on the embedded Postgres, which loads it by itself',
+      );
+    });
   } finally {
     await db.end();
   }
@@ -479,6 +484,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  if (error instanceof UsageError) {
+    process.stderr.write(`bench: ${error.message}\n`);
+    killChildrenSync();
+    process.exit(2);
+  }
   process.stderr.write(`\nbench: FAILED — ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   killChildrenSync();
   process.exit(1);
