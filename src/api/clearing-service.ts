@@ -15,7 +15,7 @@ import type {
   SubmitTransfersResponse,
 } from '../gen/clearing/v1/clearing_service.js';
 import { TransferStatus, type CreditTransfer, type TransferResult } from '../gen/clearing/v1/transfer.js';
-import { ClearingError, invalidArgument, type FieldViolation } from '../clearing/errors.js';
+import { ClearingError, invalidArgument } from '../clearing/errors.js';
 import type { ClearingCore, SubscriberLimits, TransferOutcome } from '../clearing/core.js';
 import { isValidUetr, validateCreditTransfer } from '../clearing/validation.js';
 import { requireParticipant } from './auth.js';
@@ -26,6 +26,7 @@ import { toStatus } from './status.js';
 import { principalOf } from './auth.js';
 import { pumpCursorStream } from './streams.js';
 import type { EventHub } from '../clearing/hub.js';
+import { mapInSlices } from '../clearing/slices.js';
 import type { TransferRow } from '../store/rows.js';
 import { CreditorDecision, type InboundTransfer } from '../gen/clearing/v1/transfer.js';
 import type {
@@ -65,9 +66,8 @@ export function clearingService(
   /** Validates every transfer, checks the caller is each one's debtor agent, and submits them as one unit. */
   async function submit(submitted: (CreditTransfer | undefined)[], fieldOf: (i: number) => string, info: CallInfo): Promise<TransferOutcome[]> {
     const caller = requireParticipant(info.principal);
-    await inSpan('clearing.validate', { 'clearing.transfers': submitted.length, 'clearing.debtor_agent': caller }, () => {
-      const violations: FieldViolation[] = [];
-      submitted.forEach((t, i) => violations.push(...validateCreditTransfer(t, fieldOf(i))));
+    await inSpan('clearing.validate', { 'clearing.transfers': submitted.length, 'clearing.debtor_agent': caller }, async () => {
+      const violations = (await mapInSlices(submitted, (t, i) => validateCreditTransfer(t, fieldOf(i)))).flat();
       if (violations.length > 0) throw invalidArgument(violations);
     });
     // Validation reports a missing transfer, so every one is present from here on.
@@ -82,7 +82,7 @@ export function clearingService(
     }
     const traceparent = info.metadata.get('traceparent')[0];
     return core.submitTransfers(
-      transfers.map(instructionFromProto),
+      await mapInSlices(transfers, instructionFromProto),
       { receivedAt: info.receivedAt, traceId: currentTraceId(typeof traceparent === 'string' ? traceparent : undefined) },
       info.call,
     );

@@ -10,6 +10,7 @@ import { available } from './batch.js';
 import { decodePageToken, encodePageToken, pageSize } from './pagination.js';
 import { isValidCurrency, isValidUetr, limits, validateBicField as validateBic } from './validation.js';
 import type { EventHub } from './hub.js';
+import { mapInSlices } from './slices.js';
 import type { RecentConfirmations } from './recent-confirmations.js';
 import type { DeliveryRecorder } from './deliveries.js';
 import {
@@ -291,16 +292,14 @@ export class ClearingCore {
     meta: { receivedAt: Date; traceId: string },
     call: CallContext,
   ): Promise<TransferOutcome[]> {
-    const outcomes = await this.engine.submit(
-      instructions.map((transfer) => ({
-        kind: 'transfer' as const,
-        transfer,
-        digest: transferDigest(transfer),
-        receivedAt: meta.receivedAt,
-        traceId: meta.traceId,
-      })),
-      call,
-    );
+    const operations = await mapInSlices(instructions, (transfer) => ({
+      kind: 'transfer' as const,
+      transfer,
+      digest: transferDigest(transfer),
+      receivedAt: meta.receivedAt,
+      traceId: meta.traceId,
+    }));
+    const outcomes = await this.engine.submit(operations, call);
     return outcomes.map((o: OperationOutcome): TransferOutcome => {
       if (o.kind === 'position') return { kind: 'error', error: new ClearingError('INTERNAL', 'WRONG_OUTCOME', 'unexpected outcome kind') };
       return o;
