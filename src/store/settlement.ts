@@ -115,10 +115,15 @@ export function parseNotification(payload: string): { source: string; topic: str
 
 /**
  * Builds the write statement and its parameters together: every column is one
- * array parameter, unnested set-based. The text depends only on the shape, so
- * it is prepared once per connection under one name.
+ * array parameter, unnested set-based. The text depends only on which parts
+ * the batch has, so it is prepared once per connection under one name per shape.
  */
-export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWrites, now: Date): { text: string; values: unknown[] } {
+export function writeBatch(
+  batchId: bigint,
+  origin: SettlementOrigin,
+  w: BatchWrites,
+  now: Date,
+): { text: string; values: unknown[]; name: string } {
   const values: unknown[] = [];
   const param = (value: unknown, cast: string) => {
     values.push(value);
@@ -142,11 +147,17 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
   };
   const batch = param(str(batchId), 'bigint');
 
-  const text = `
-  WITH batch AS (
+  // Only the parts this batch needs: less to plan and run. Each combination
+  // of parts (at most 2^7) is its own prepared statement.
+  const ctes: string[] = [];
+  let shape = '';
+  ctes.push(`batch AS (
     INSERT INTO settlement_batches (id, node_id, operations)
     VALUES (${batch}, ${param(origin.nodeId, 'text')}, ${param(w.operations, 'integer')})
-  ), new_transfers AS (
+  )`);
+  if (w.transfers.length > 0) {
+    shape += 'n';
+    ctes.push(`new_transfers AS (
     INSERT INTO transfers (debtor_agent, instruction_id, end_to_end_id, uetr, creditor_agent,
       intermediary_agent, currency, amount_minor, debtor_name, debtor_iban, creditor_name,
       creditor_iban, remittance_information, request_digest, status, reason_code, reason,
@@ -176,7 +187,11 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
       ['text', (t) => t.traceId],
       ['bigint', (t) => (t.creditorSequence === null ? null : str(t.creditorSequence))],
     ])} AS t
-  ), finalized_transfers AS (
+  )`);
+  }
+  if (w.finalizedTransfers.length > 0) {
+    shape += 'f';
+    ctes.push(`finalized_transfers AS (
     UPDATE transfers t
        SET status = f.status, reason_code = f.reason_code, reason = f.reason, final_at = f.final_at,
            batch_id = ${batch}
@@ -188,8 +203,16 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
         ['text', (t) => t.reason],
         ['timestamptz', (t) => iso(t.finalAt)],
       ])} AS f(debtor_agent, instruction_id, status, reason_code, reason, final_at)
-     WHERE t.debtor_agent = f.debtor_agent AND t.instruction_id = f.instruction_id AND t.status = 'RESERVED'
-  ), changed_positions AS (
+     WHERE t.debtor_agent = f.debtor_agent AND t.instruction_id = f.instruction_id
+       -- Still RESERVED (final_at IS NULL exactly then, by a CHECK). Not written as
+       -- status = 'RESERVED': that matches the partial indexes of reserved transfers,
+       -- and with stale statistics the plan scanned all reserved transfers per batch.
+       AND t.final_at IS NULL
+  )`);
+  }
+  if (w.positions.length > 0) {
+    shape += 'p';
+    ctes.push(`changed_positions AS (
     UPDATE positions p
        SET balance_minor = u.balance_minor, reserved_minor = u.reserved_minor,
            debit_cap_minor = u.debit_cap_minor, updated_at = u.updated_at
@@ -202,7 +225,11 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
         ['timestamptz', (p) => iso(p.updatedAt)],
       ])} AS u(bic, currency, balance_minor, reserved_minor, debit_cap_minor, updated_at)
      WHERE p.bic = u.bic AND p.currency = u.currency
-  ), sequences AS (
+  )`);
+  }
+  if (w.participantSequences.length > 0) {
+    shape += 's';
+    ctes.push(`sequences AS (
     UPDATE participants p
        SET confirmation_sequence = u.confirmation_sequence, inbound_sequence = u.inbound_sequence
       FROM ${unnest<BatchWrites['participantSequences'][number]>(w.participantSequences, [
@@ -211,7 +238,11 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
         ['bigint', (q) => str(q.inboundSequence)],
       ])} AS u(bic, confirmation_sequence, inbound_sequence)
      WHERE p.bic = u.bic
-  ), operations AS (
+  )`);
+  }
+  if (w.positionOperations.length > 0) {
+    shape += 'o';
+    ctes.push(`operations AS (
     INSERT INTO position_operations (request_id, kind, bic, currency, amount_minor, request_digest,
       balance_after_minor, reserved_after_minor, debit_cap_after_minor, created_at, batch_id)
     SELECT o.*, ${batch} FROM ${unnest<PositionOperationRow>(w.positionOperations, [
@@ -226,7 +257,11 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
       ['bigint', (o) => str(o.debitCapAfterMinor)],
       ['timestamptz', (o) => iso(o.createdAt)],
     ])} AS o
-  ), journal AS (
+  )`);
+  }
+  if (w.journal.length > 0) {
+    shape += 'j';
+    ctes.push(`journal AS (
     INSERT INTO journal_entries (currency, debit_account, credit_account, amount_minor, transfer_debtor_agent,
       transfer_instruction_id, position_request_id, batch_id, created_at)
     SELECT j.*, ${batch}, ${param(now, 'timestamptz')} FROM ${unnest<JournalRow>(w.journal, [
@@ -238,7 +273,11 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
       ['text', (j) => j.transferInstructionId],
       ['text', (j) => j.positionRequestId],
     ])} AS j
-  ), confirmations AS (
+  )`);
+  }
+  if (w.confirmations.length > 0) {
+    shape += 'c';
+    ctes.push(`confirmations AS (
     INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status,
       reason_code, reason, final_at, batch_id)
     SELECT c.*, ${batch} FROM ${unnest<ConfirmationRow>(w.confirmations, [
@@ -252,13 +291,16 @@ export function writeBatch(batchId: bigint, origin: SettlementOrigin, w: BatchWr
       ['text', (c) => c.reason],
       ['timestamptz', (c) => iso(c.finalAt)],
     ])} AS c
-  )
+  )`);
+  }
+  const text = `
+  WITH ${ctes.join(', ')}
   -- NOTIFY is delivered at COMMIT, so listeners never hear of uncommitted work.
   SELECT count(pg_notify('${eventsChannel}', n)) FROM unnest(${param(
     w.notifications.map((topic) => notificationPayload(origin.notificationSource, topic)),
     'text[]',
   )}) AS n`;
-  return { text, values };
+  return { text, values, name: `settlement_write_batch_${shape}` };
 }
 
 interface RawTransfer {
@@ -428,8 +470,8 @@ export async function runSettlementBatch<R>(
       const snapshot = readSnapshot(raw.batch_id as string, locked as pg.QueryResult, raw);
       const { writes, result } = decide(snapshot);
       if (writes.operations > 0) {
-        const { text, values } = writeBatch(snapshot.batchId, origin, writes, new Date());
-        await queryInOrder(client, [{ name: 'settlement_write_batch', text, values }, 'COMMIT']);
+        const { text, values, name } = writeBatch(snapshot.batchId, origin, writes, new Date());
+        await queryInOrder(client, [{ name, text, values }, 'COMMIT']);
       } else {
         await client.query('COMMIT');
       }
