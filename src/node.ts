@@ -102,8 +102,12 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       },
       logger.child({ component: 'settlement' }),
       (writes) => {
-        recent.add(writes);
-        for (const topic of writes.notifications) hub.notify(topic);
+        try {
+          recent.add(writes);
+        } finally {
+          // Woken either way: without the batch in memory they read it from the database.
+          for (const topic of writes.notifications) hub.notify(topic);
+        }
       },
       new ClearingTelemetry(),
     );

@@ -211,6 +211,19 @@ export class SettlementEngine {
     });
   }
 
+  /**
+   * Hands a committed batch to the streams. The batch is committed whatever
+   * happens here: a failure is logged and must not turn into a retry or an
+   * error answer (streams then catch up from the database).
+   */
+  private afterCommit(writes: BatchWrites): void {
+    try {
+      this.onCommitted(writes);
+    } catch (error) {
+      this.logger.error({ err: error }, 'a committed batch could not be handed to the streams; they will read it from the database');
+    }
+  }
+
   private async settle(batch: Pending[]): Promise<void> {
     const operations = batch.map((p) => p.operation);
     const observed = batch.map((p) => p.observed);
@@ -240,7 +253,7 @@ export class SettlementEngine {
           return committed;
         });
         const durationMs = performance.now() - startedMs;
-        if (written !== undefined) this.onCommitted(written);
+        if (written !== undefined) this.afterCommit(written);
         observation.committed({ batchId, operations, outcomes, durationMs });
         for (let i = 0; i < batch.length; i++) (batch[i] as Pending).resolve(outcomes[i] as OperationOutcome);
         return;
