@@ -42,12 +42,12 @@ export async function inTransaction<T>(pool: pg.Pool, begin: string, run: (clien
 }
 
 /**
- * Sends `queries` back to back on one connection and waits for all of them.
- * node-postgres sends a queued query as soon as the previous one completes,
- * from its socket handler, so the round trips follow each other without
- * waiting for this process's event loop (busy with other calls under load).
- * Throws the first failure; Postgres then has aborted the transaction, so the
- * queries after it did nothing (a COMMIT after a failure rolls back).
+ * Sends `queries` on one connection without waiting between them (the pool's
+ * connections pipeline: each query goes out as soon as it is queued), then
+ * waits for all of them: one round trip and one trip through this process's
+ * event loop for the lot. Throws the first failure; Postgres then has aborted
+ * the transaction, so the queries after it did nothing (a COMMIT after a
+ * failure rolls back).
  */
 export async function queryInOrder(client: pg.PoolClient, queries: (pg.QueryConfig | string)[]): Promise<pg.QueryResult[]> {
   const sent = queries.map((q) => client.query(q as pg.QueryConfig));

@@ -437,10 +437,11 @@ function readSnapshot(batchId: string, locked: pg.QueryResult, raw: Record<strin
  * synchronous), write, commit. Returns what `decide` returned, only after COMMIT.
  * Throws the database's error untouched; the caller decides whether to retry.
  *
- * Two trips through this process's event loop while the locks are held, not
- * five: BEGIN, the lock and the read go out back to back, then the write and
- * COMMIT (queryInOrder). The read is still its own statement after the lock's,
- * so it sees every batch that committed before our locks were granted.
+ * Two round trips, and two trips through this process's event loop, while
+ * the locks are held, not five: BEGIN, the lock and the read go out together
+ * (pipelined), then the write and COMMIT (queryInOrder). The read is still its
+ * own statement after the lock's, so it sees every batch that committed before
+ * our locks were granted.
  */
 export async function runSettlementBatch<R>(
   pool: pg.Pool,
