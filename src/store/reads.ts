@@ -1,7 +1,7 @@
 // Read-only SQL: positions, transfers, reconciliation. One function per statement.
 import type pg from 'pg';
-import { transferColumns, transferFromRaw } from './settlement.js';
-import { inTransaction } from './client.js';
+import { beginSettlementSql, transferColumns, transferFromRaw } from './settlement.js';
+import { inTransaction, queryInOrder, withClient } from './client.js';
 import type { PositionRow, TransferRow, TransferStatusName } from './rows.js';
 
 
@@ -294,35 +294,57 @@ export async function selectConfirmationRange(db: pg.Pool, bic: string): Promise
 }
 
 /**
- * Marks confirmations as delivered, for each range the time it was written to a
- * stream; a confirmation keeps its first delivery (the earliest of overlapping
- * ranges, e.g. two subscribers of one bank).
+ * Each range's confirmations, still undelivered, found by primary key: the
+ * LATERAL subquery with OFFSET 0 is not pulled up into a join, so every range
+ * is its own probe. A confirmation keeps its first delivery (the earliest of
+ * overlapping ranges, e.g. two subscribers of one bank).
+ */
+export const confirmationsDeliveredSql = `
+  WITH firsts AS (
+    SELECT x.bic, x.sequence, min(r.delivered_at) AS delivered_at
+      FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[])
+             AS r(bic, first_sequence, last_sequence, delivered_at)
+     CROSS JOIN LATERAL (
+       SELECT c.bic, c.sequence FROM confirmations c
+        WHERE c.bic = r.bic AND c.sequence BETWEEN r.first_sequence AND r.last_sequence
+          AND c.delivered_at IS NULL
+       OFFSET 0) x
+     GROUP BY x.bic, x.sequence
+  )
+  UPDATE confirmations c SET delivered_at = f.delivered_at
+    FROM firsts f
+   WHERE c.bic = f.bic AND c.sequence = f.sequence AND c.delivered_at IS NULL`;
+
+/**
+ * Marks confirmations as delivered, for each range the time it was written to
+ * a stream. Planned like a settlement batch (key probes only): as a plain
+ * statement it was a hash join over the whole confirmations table, hundreds of
+ * milliseconds per flush on a table of millions.
  */
 export async function updateConfirmationsDelivered(
   db: pg.Pool,
   ranges: readonly { bic: string; firstSequence: bigint; lastSequence: bigint; deliveredAt: Date }[],
 ): Promise<void> {
-  await db.query({
-    name: 'confirmations_delivered',
-    text: `WITH ranges AS (
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[])
-                        AS r(bic, first_sequence, last_sequence, delivered_at)
-           ), firsts AS (
-             SELECT c.bic, c.sequence, min(r.delivered_at) AS delivered_at
-               FROM ranges r
-               JOIN confirmations c ON c.bic = r.bic AND c.sequence BETWEEN r.first_sequence AND r.last_sequence
-              WHERE c.delivered_at IS NULL
-              GROUP BY c.bic, c.sequence
-           )
-           UPDATE confirmations c SET delivered_at = f.delivered_at
-             FROM firsts f
-            WHERE c.bic = f.bic AND c.sequence = f.sequence AND c.delivered_at IS NULL`,
-    values: [
-      ranges.map((r) => r.bic),
-      ranges.map((r) => r.firstSequence.toString()),
-      ranges.map((r) => r.lastSequence.toString()),
-      ranges.map((r) => r.deliveredAt),
-    ],
+  await withClient(db, async (client) => {
+    try {
+      await queryInOrder(client, [
+        beginSettlementSql,
+        {
+          name: 'confirmations_delivered',
+          text: confirmationsDeliveredSql,
+          values: [
+            ranges.map((r) => r.bic),
+            ranges.map((r) => r.firstSequence.toString()),
+            ranges.map((r) => r.lastSequence.toString()),
+            ranges.map((r) => r.deliveredAt.toISOString()),
+          ],
+        },
+        'COMMIT',
+      ]);
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
   });
 }
 

@@ -13,6 +13,7 @@ import { prepareValue } from 'pg/lib/utils.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { beginSettlementSql, readSnapshotSql, writeBatch } from './settlement.js';
+import { confirmationsDeliveredSql } from './reads.js';
 import type { BatchWrites, TransferRow } from './rows.js';
 
 let db: TestDatabase;
@@ -137,6 +138,12 @@ function writes(kind: 'new' | 'finalizing'): BatchWrites {
   };
 }
 
+/** Delivery marks of 50 stream pages. */
+function deliveredValues(): unknown[] {
+  const pages = Array.from({ length: 50 }, (_, i) => i);
+  return [pages.map(bic), pages.map((i) => String(i * 100 + 1)), pages.map((i) => String(i * 100 + 40)), pages.map(() => new Date().toISOString())];
+}
+
 const origin = { nodeId: 'plan-test', notificationSource: 'plan-test' };
 const newWrite = writeBatch(2n, origin, writes('new'), new Date());
 const finalizingWrite = writeBatch(2n, origin, writes('finalizing'), new Date());
@@ -149,9 +156,11 @@ beforeAll(async () => {
   await prepare('plan_read', readSnapshotSql);
   await prepare('plan_write_new', newWrite.text);
   await prepare('plan_write_finalizing', finalizingWrite.text);
+  await prepare('plan_delivered', confirmationsDeliveredSql);
   await explain('plan_read', readValues());
   await explain('plan_write_new', newWrite.values);
   await explain('plan_write_finalizing', finalizingWrite.values);
+  await explain('plan_delivered', deliveredValues());
   // Then the tables fill up, with no ANALYZE: the statistics still say empty.
   await db.pool.query(`
     INSERT INTO participants (bic, name, kind, status, acceptance_mode, settlement_currencies)
@@ -163,6 +172,12 @@ beforeAll(async () => {
      SELECT 'PLN' || chr(65 + i % 20) || 'DEFFXXX', 'plan-' || i, 'e2e-' || i, gen_random_uuid(),
             'PLN' || chr(65 + (i + 1) % 20) || 'DEFFXXX', 'EUR', 1 + i % 1000, 'n', 'i', 'n', 'i',
             '\\x00', 'SETTLED', now(), now(), 1
+       FROM generate_series(1, $1) i`,
+    [transfersStored],
+  );
+  await db.pool.query(
+    `INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status, final_at, batch_id)
+     SELECT 'PLN' || chr(65 + i % 20) || 'DEFFXXX', i, 'PLNADEFFXXX', 'plan-' || i, 'CREDITOR', 'SETTLED', now(), 1
        FROM generate_series(1, $1) i`,
     [transfersStored],
   );
@@ -187,6 +202,16 @@ describe('settlement statements on 60,000 transfers whose statistics say the tab
     const plan = await explain('plan_write_finalizing', finalizingWrite.values);
     expect(plan.some((n) => n['Relation Name'] === 'transfers')).toBe(true);
     expect(wholeTableWork(plan)).toEqual([]);
+  });
+
+  test('delivery marks find their confirmations by key', async () => {
+    const plan = await explain('plan_delivered', deliveredValues());
+    expect(plan.some((n) => n['Relation Name'] === 'confirmations')).toBe(true);
+    expect(wholeTableWork(plan)).toEqual([]);
+    // Every probe of confirmations has a condition on its primary key.
+    const probes = plan.filter((n) => ['Index Scan', 'Index Only Scan', 'Bitmap Index Scan'].includes(n['Node Type']) && (n['Index Name'] ?? '').startsWith('confirmations'));
+    expect(probes.length).toBeGreaterThan(0);
+    expect(probes.filter((n) => n['Index Name'] !== 'confirmations_pkey' || n['Index Cond'] === undefined)).toEqual([]);
   });
 
   test('each shape of write is its own prepared statement', () => {
