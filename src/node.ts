@@ -79,7 +79,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     (payload) => {
       const event = parseNotification(payload);
       // Our own batches woke our streams right after their COMMIT.
-      if (event !== undefined && event.source !== origin.notificationSource) hub.notify(event.topic);
+      if (event.source !== origin.notificationSource) hub.notify(event.topic);
     },
     () => hub.notifyAll(),
     logger.child({ component: 'notifications' }),
@@ -178,7 +178,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         await sweeper.stop();
         await purger.stop();
         await running.stop();
-        await deliveries.flush();
+        await deliveries.close();
         await listener.stop();
         await stopDatabase();
         logger.info('node stopped');

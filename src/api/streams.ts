@@ -56,6 +56,8 @@ export async function pumpCursorStream<Req, Row, Message>(
   try {
     let cursor = spec.startAfter;
     while (!gone.signal.aborted) {
+      // Taken before reading: a wake-up during the read is not lost (see EventHub).
+      const seen = hub.version(spec.topic);
       const page = await spec.read(cursor, spec.pageRowsMax);
       if (page.length > 0) {
         const first = page[0] as Row;
@@ -80,7 +82,7 @@ export async function pumpCursorStream<Req, Row, Message>(
           if (written > 0) spec.delivered?.(first, page[written - 1] as Row);
         }
       }
-      if (page.length < spec.pageRowsMax) await hub.wait(spec.topic, spec.pollMs, gone.signal);
+      if (page.length < spec.pageRowsMax) await hub.wait(spec.topic, spec.pollMs, gone.signal, seen);
     }
   } finally {
     metrics.subscribers.add(-1, labels);

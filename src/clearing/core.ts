@@ -311,12 +311,15 @@ export class ClearingCore {
    * comes first, and returns it as it then stands.
    */
   async waitForFinal(t: TransferRow, deadlineMs: number, abort?: AbortSignal): Promise<TransferRow> {
+    // The debtor agent gets a confirmation when the transfer becomes final.
+    const topic = `confirmations:${t.debtorAgent}`;
     let current = t;
+    let seen = this.hub.version(topic);
     while (current.status === 'RESERVED' && !abort?.aborted) {
       const remainingMs = deadlineMs - Date.now();
       if (remainingMs <= 0) break;
-      // The debtor agent gets a confirmation when the transfer becomes final.
-      await this.hub.wait(`confirmations:${t.debtorAgent}`, Math.min(remainingMs, finalWaitPollMs), abort);
+      await this.hub.wait(topic, Math.min(remainingMs, finalWaitPollMs), abort, seen);
+      seen = this.hub.version(topic);
       current = (await selectTransferByInstruction(this.db, t.debtorAgent, t.instructionId)) ?? current;
     }
     return current;

@@ -83,4 +83,14 @@ describe('DeliveryRecorder', () => {
     expect(writes.map((w) => w.map((r) => r.firstSequence))).toEqual([[1n, 2n], [3n, 4n]]);
     expect(warnings.map((w) => w.dropped)).toEqual([3]);
   });
+
+  test('close writes what is pending, then records nothing more', async () => {
+    const writes: DeliveredRange[][] = [];
+    const recorder = new DeliveryRecorder(async (ranges) => void writes.push(ranges), silent, 60_000, 100);
+    recorder.record('AAAADEFFXXX', 1n, 5n);
+    await recorder.close();
+    recorder.record('AAAADEFFXXX', 6n, 6n);
+    await recorder.flush();
+    expect(writes.map((w) => w.map((r) => r.lastSequence))).toEqual([[5n]]);
+  });
 });

@@ -31,6 +31,7 @@ export class DeliveryRecorder {
   private inFlight: Promise<void> | undefined;
   /** Marks dropped because the buffer was full while a write was in flight, not yet reported. */
   private dropped = 0;
+  private closed = false;
 
   constructor(
     private readonly write: (ranges: DeliveredRange[]) => Promise<void>,
@@ -44,6 +45,7 @@ export class DeliveryRecorder {
   /** Notes that `bic`'s confirmations first..last were written to a stream just now. */
   record(bic: string, firstSequence: bigint, lastSequence: bigint): void {
     assert(firstSequence <= lastSequence, 'a delivered range runs forwards');
+    if (this.closed) return; // stopping: the database is going away
     if (this.pending.length >= this.rangesMax) {
       // Full, and the previous write has not finished: the database is slow or away.
       this.dropped += 1;
@@ -51,7 +53,7 @@ export class DeliveryRecorder {
     }
     this.pending.push({ bic, firstSequence, lastSequence, deliveredAt: new Date() });
     if (this.pending.length >= this.rangesMax) void this.flush();
-    else this.timer ??= setTimeout(() => void this.flush(), this.flushMs);
+    else this.schedule();
   }
 
   /** Writes what is pending, after the write in flight (if any) has finished. */
@@ -76,6 +78,21 @@ export class DeliveryRecorder {
       await this.inFlight;
     } finally {
       this.inFlight = undefined;
+      // Marks that came in meanwhile wait for their own interval.
+      if (this.pending.length > 0) this.schedule();
     }
+  }
+
+  /** Writes what is pending and records nothing more (the node is stopping). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flush();
+  }
+
+  /** One timer at a time, and none while a write is in flight (its end schedules the next). */
+  private schedule(): void {
+    if (this.timer !== undefined || this.inFlight !== undefined || this.closed) return;
+    this.timer = setTimeout(() => void this.flush(), this.flushMs);
+    this.timer.unref();
   }
 }

@@ -146,4 +146,16 @@ describe('RecentConfirmations', () => {
     // Never below the floor of 64, however small the total.
     expect(sequences(tiny.after('AAAADEFFXXX', 86n, 1_000))?.length).toBe(64);
   });
+
+  test('an idle participant gives up its share when more are followed', () => {
+    const recent = new RecentConfirmations(1_000, 300);
+    recent.subscribe('AAAADEFFXXX');
+    recent.add(batch('AAAADEFFXXX', Array.from({ length: 150 }, (_, i) => i + 1)));
+    expect(sequences(recent.after('AAAADEFFXXX', 0n, 1_000))?.length).toBe(150);
+    recent.subscribe('BBBBDEFFXXX');
+    recent.subscribe('CCCCDEFFXXX');
+    // 300 / 3 = 100, without waiting for A's next confirmation.
+    expect(recent.after('AAAADEFFXXX', 49n, 1)).toBeUndefined();
+    expect(sequences(recent.after('AAAADEFFXXX', 50n, 1_000))?.length).toBe(100);
+  });
 });

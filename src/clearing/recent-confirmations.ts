@@ -17,7 +17,8 @@ import type { ConfirmationView } from '../store/reads.js';
 export const recentConfirmationsPerParticipantMax = 1_000;
 /**
  * Confirmations kept in all (~0.5 kB each): with many participants followed,
- * each keeps totalMax / participants, but never fewer than the floor below.
+ * each keeps totalMax / participants, but never fewer than the floor below
+ * (so past totalMax / floor = 3,125 followed participants, the floor rules).
  */
 export const recentConfirmationsTotalMax = 200_000;
 /** What each followed participant keeps however many there are: enough for one batch's worth. */
@@ -28,6 +29,11 @@ interface Run {
   subscribers: number;
   /** Contiguous by sequence; entries[0].sequence is the lowest. */
   entries: ConfirmationView[];
+}
+
+/** Drops the oldest entries of `run` beyond `keepMax`. */
+function trim(run: Run, keepMax: number): void {
+  if (run.entries.length > keepMax) run.entries.splice(0, run.entries.length - keepMax);
 }
 
 export class RecentConfirmations {
@@ -51,6 +57,9 @@ export class RecentConfirmations {
     let run = this.runs.get(bic);
     if (run === undefined) this.runs.set(bic, (run = { subscribers: 0, entries: [] }));
     run.subscribers += 1;
+    // One more participant followed: everyone's share may have shrunk.
+    const keepMax = this.keepMax();
+    for (const other of this.runs.values()) trim(other, keepMax);
     let done = false;
     return () => {
       if (done) return;
@@ -67,6 +76,7 @@ export class RecentConfirmations {
     if (this.runs.size === 0 || writes.confirmations.length === 0) return;
     let transfers: Map<string, TransferRow> | undefined;
     const keepMax = this.keepMax();
+    const touched = new Set<Run>();
     for (const c of writes.confirmations) {
       const run = this.runs.get(c.bic);
       if (run === undefined) continue;
@@ -97,8 +107,9 @@ export class RecentConfirmations {
         finalAt: c.finalAt,
         traceId: t.traceId,
       });
-      if (run.entries.length > keepMax) run.entries.splice(0, run.entries.length - keepMax);
+      touched.add(run);
     }
+    for (const run of touched) trim(run, keepMax);
   }
 
   /**

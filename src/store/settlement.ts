@@ -106,10 +106,13 @@ function notificationPayload(source: string, topic: string): string {
   return `${source} ${topic}`;
 }
 
-/** The source and topic of a payload on the events channel, or undefined if it is not one of ours. */
-export function parseNotification(payload: string): { source: string; topic: string } | undefined {
+/**
+ * The source and topic of a payload on the events channel. A bare topic (as
+ * nodes before sources sent, during a rolling upgrade) has no source.
+ */
+export function parseNotification(payload: string): { source: string; topic: string } {
   const space = payload.indexOf(' ');
-  if (space <= 0) return undefined;
+  if (space <= 0) return { source: '', topic: payload };
   return { source: payload.slice(0, space), topic: payload.slice(space + 1) };
 }
 
