@@ -5,6 +5,7 @@
 // an unhandled 'error'. withClient listens for the checkout's duration and
 // discards (rather than reuses) a client that failed outside Postgres' own
 // error reporting or that lost its connection.
+import type { Writable } from 'node:stream';
 import pg from 'pg';
 
 export async function withClient<T>(pool: pg.Pool, run: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -50,7 +51,18 @@ export async function inTransaction<T>(pool: pg.Pool, begin: string, run: (clien
  * failure rolls back).
  */
 export async function queryInOrder(client: pg.PoolClient, queries: (pg.QueryConfig | string)[]): Promise<pg.QueryResult[]> {
-  const sent = queries.map((q) => client.query(q as pg.QueryConfig));
+  // Corked, the queries' messages leave in one write (one syscall, one wake-up
+  // of the backend) instead of one write per query: a pipelined query is
+  // written out as soon as it is queued. Uncorked whatever query() throws.
+  // `connection.stream` is node-postgres' socket (not in its typings).
+  const stream = (client as unknown as { connection?: { stream?: Partial<Writable> } }).connection?.stream;
+  stream?.cork?.();
+  let sent: Promise<pg.QueryResult>[];
+  try {
+    sent = queries.map((q) => client.query(q as pg.QueryConfig));
+  } finally {
+    stream?.uncork?.();
+  }
   const settled = await Promise.allSettled(sent);
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed !== undefined) throw failed.reason;
