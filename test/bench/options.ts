@@ -58,6 +58,13 @@ export interface BenchOptions {
    * preload it) and print each run's costliest statements after the run.
    */
   pgStatements: boolean;
+  /**
+   * Runs the selected workloads this many times in turn (round 1: every
+   * workload, round 2: every workload, …) and reports each round and, per
+   * workload, the median round: the spread between runs on a shared 2-core
+   * machine is larger than most changes worth measuring.
+   */
+  rounds: number;
 }
 
 const usage = `usage: npm run bench -- [options]
@@ -83,6 +90,7 @@ const usage = `usage: npm run bench -- [options]
                         (planner statistics as a long-running node has them; a fresh database has none)
   --pg-statements       print each run's costliest SQL statements (pg_stat_statements, reset before each
                         measured window; embedded Postgres loads it, an external server must preload it)
+  --rounds <n>          run the workloads <n> times in turn; report every round and their median (default 1)
   --retry-disturbed <n> repeat a run (up to <n> times) if other processes took CPU during its measured window (default 0)
   --json                print one JSON object on stdout instead of the table
   --smoke               tiny run for CI (a few seconds per workload, low rates)
@@ -90,6 +98,9 @@ const usage = `usage: npm run bench -- [options]
 
 DATABASE_URL=postgres://...  run on that server (a fresh bench_<timestamp> database, dropped
 at the end) instead of an embedded, durable Postgres in a temporary directory.`;
+
+/** Rounds are whole benchmark runs; twenty of the default workloads take about half an hour. */
+export const roundsMax = 20;
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -148,6 +159,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
         'retry-disturbed': { type: 'string' },
         analyze: { type: 'boolean', default: false },
         'pg-statements': { type: 'boolean', default: false },
+        rounds: { type: 'string' },
         json: { type: 'boolean', default: false },
         smoke: { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
@@ -193,6 +205,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     retryDisturbed: integer('retry-disturbed', v['retry-disturbed'], 0, 0, 100),
     analyzeBeforeRuns: v.analyze,
     pgStatements: v['pg-statements'],
+    rounds: integer('rounds', v.rounds, 1, 1, roundsMax),
   };
   return options;
 }

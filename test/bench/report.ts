@@ -108,6 +108,100 @@ function pad(cells: string[][], rightAligned: boolean[]): string {
 
 export interface ReportedResult extends WorkloadResult {
   goal: GoalOutcome;
+  /** With --rounds above 1: which round (1-based) this row is. */
+  round?: number;
+  /** With --rounds above 1: this row is the median of that many rounds. */
+  medianOfRounds?: number;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+function sumCounts(records: readonly Record<string, number>[]): Record<string, number> {
+  const total: Record<string, number> = {};
+  for (const record of records) for (const [key, n] of Object.entries(record)) total[key] = (total[key] ?? 0) + n;
+  return total;
+}
+
+/**
+ * One workload's rounds (same workload, same target) folded into one row:
+ * each rate, percentile and core count is the median of the rounds' (an even
+ * number of rounds takes the mean of the middle two), `max` is the largest,
+ * and what must not be hidden by a median is summed: errors, rejections,
+ * dropped sends, missing confirmations, deliveries and measured seconds.
+ */
+export function medianOfRounds(runs: readonly WorkloadResult[]): WorkloadResult {
+  const first = runs[0];
+  if (first === undefined) throw new Error('medianOfRounds needs at least one round');
+  for (const r of runs) {
+    if (r.workload !== first.workload || r.target !== first.target) throw new Error(`medianOfRounds mixes ${first.workload}/${first.target} with ${r.workload}/${r.target}`);
+  }
+  const of = (pick: (r: WorkloadResult) => number) => median(runs.map(pick));
+  const summed = (key: string) =>
+    runs.some((r) => r.details[key] !== undefined) ? { [key]: runs.reduce((total, r) => total + Number(r.details[key] ?? 0), 0) } : {};
+  const kept = (key: string) => (first.details[key] !== undefined ? { [key]: first.details[key] } : {});
+  const cpuCores = {} as WorkloadResult['cpuCores'];
+  for (const group of Object.keys(first.cpuCores) as (keyof WorkloadResult['cpuCores'])[]) cpuCores[group] = of((r) => r.cpuCores[group]);
+  return {
+    workload: first.workload,
+    target: first.target,
+    latencyOf: first.latencyOf,
+    seconds: runs.reduce((total, r) => total + r.seconds, 0),
+    callsPerSecond: of((r) => r.callsPerSecond),
+    settledPerSecond: of((r) => r.settledPerSecond),
+    transfersPerSecond: of((r) => r.transfersPerSecond),
+    latencyMs: {
+      count: runs.reduce((total, r) => total + r.latencyMs.count, 0),
+      p50: of((r) => r.latencyMs.p50),
+      p90: of((r) => r.latencyMs.p90),
+      p99: of((r) => r.latencyMs.p99),
+      p999: of((r) => r.latencyMs.p999),
+      max: Math.max(...runs.map((r) => r.latencyMs.max)),
+      mean: of((r) => r.latencyMs.mean),
+    },
+    errors: sumCounts(runs.map((r) => r.errors)),
+    rejected: sumCounts(runs.map((r) => r.rejected)),
+    details: {
+      rounds: runs.length,
+      ...summed('dropped'),
+      ...summed('confirmationsMissingAfterDrain'),
+      ...summed('deliveries'),
+      ...kept('offeredPerSecond'),
+      ...kept('outstandingMax'),
+    },
+    cpuCores,
+    otherCoresBefore: Math.max(...runs.map((r) => r.otherCoresBefore)),
+  };
+}
+
+/**
+ * Every round's rows as they are, then (with more than one round) one median
+ * row per workload and target, whose goal is judged against the median
+ * ceiling. Per-round rows are judged against their own round's ceiling.
+ */
+export function reportRounds(rounds: readonly (readonly WorkloadResult[])[], options: BenchOptions): ReportedResult[] {
+  const reported: ReportedResult[] = [];
+  const numbered = rounds.length > 1;
+  rounds.forEach((raw, index) => {
+    for (const r of raw) {
+      const ceiling = raw.find((c) => c.workload === r.workload && c.target === 'ceiling');
+      reported.push({ ...r, goal: evaluate(r, r.target === 'node' ? ceiling : undefined, options), ...(numbered ? { round: index + 1 } : {}) });
+    }
+  });
+  if (!numbered) return reported;
+  const medians: WorkloadResult[] = [];
+  for (const r of rounds.flat()) {
+    if (medians.some((m) => m.workload === r.workload && m.target === r.target)) continue;
+    medians.push(medianOfRounds(rounds.flat().filter((x) => x.workload === r.workload && x.target === r.target)));
+  }
+  for (const m of medians) {
+    const ceiling = medians.find((c) => c.workload === m.workload && c.target === 'ceiling');
+    reported.push({ ...m, goal: evaluate(m, m.target === 'node' ? ceiling : undefined, options), medianOfRounds: Number(m.details['rounds']) });
+  }
+  return reported;
 }
 
 /** The final table: one row per run, then one line per workload saying what its latency measures and anything notable. */
@@ -117,7 +211,7 @@ export function table(results: readonly ReportedResult[]): string {
     const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
     return [
       r.workload,
-      r.target,
+      r.round !== undefined ? `${r.target} #${r.round}` : r.medianOfRounds !== undefined ? `${r.target} median` : r.target,
       integerFormat.format(r.callsPerSecond),
       r.target === 'ceiling' ? `(${integerFormat.format(r.transfersPerSecond)})` : integerFormat.format(r.settledPerSecond),
       msFormat.format(r.latencyMs.p50),
@@ -134,8 +228,11 @@ export function table(results: readonly ReportedResult[]): string {
   });
   const aligned = [false, false, true, true, true, true, true, true, true, true, true, true, false, false];
   const notes: string[] = [];
+  // With several rounds, the notes are the median rows' (the rounds' rows are in the table).
   for (const r of results) {
+    if (r.round !== undefined) continue;
     const parts = [`latency = ${r.latencyOf}`];
+    if (r.medianOfRounds !== undefined) parts.push(`median of ${r.medianOfRounds} rounds (max: the largest; errors, drops, deliveries: summed)`);
     if (r.target === 'ceiling') parts.push('no-op server: canned SETTLED answers; settled/s column shows transfers answered/s');
     if (r.details['dropped'] !== undefined) parts.push(`${integerFormat.format(Number(r.details['dropped']))} sends dropped at ${integerFormat.format(Number(r.details['outstandingMax']))} outstanding`);
     if (r.details['offeredPerSecond'] !== undefined) parts.push(`offered ${integerFormat.format(Number(r.details['offeredPerSecond']))}/s`);
@@ -146,7 +243,7 @@ export function table(results: readonly ReportedResult[]): string {
     if (rejected.length > 0) parts.push(`rejected: ${rejected.map(([k, v]) => `${k} ${v}`).join(', ')}`);
     const extra = r.details['latencyMs'] as Record<string, { p50: number; p99: number; p999: number }> | undefined;
     for (const [name, s] of Object.entries(extra ?? {})) parts.push(`${name}: p50 ${msFormat.format(s.p50)} / p99 ${msFormat.format(s.p99)} / p99.9 ${msFormat.format(s.p999)} ms`);
-    notes.push(`  ${r.workload} ${r.target}: ${parts.join('; ')}`);
+    notes.push(`  ${r.workload} ${r.target}${r.medianOfRounds !== undefined ? ' median' : ''}: ${parts.join('; ')}`);
   }
   return `${pad([header, ...rows], aligned)}\n\n${notes.join('\n')}`;
 }

@@ -14,7 +14,7 @@ import { parseOptions, UsageError, type BenchOptions } from './options.js';
 import { cpuBetween, killChildrenSync, openDatabase, parentPid, sampleCpu, startClearingNode, startNoopServer, type BenchDatabase, type ChildServer, type CpuSample } from './processes.js';
 import { ChannelPool, Ledger, TransferFactory, uncountedLedger, type Recorder } from './load.js';
 import { runBatch, runFanout, runOpen, runTwoPhase, runUnary, type WorkloadContext, type WorkloadResult } from './workloads.js';
-import { evaluate, table, type ReportedResult } from './report.js';
+import { reportRounds, table, type ReportedResult } from './report.js';
 
 /** Long enough that no two-phase reservation expires while its creditor is busy under load. */
 const reservationTimeoutMs = 30_000;
@@ -371,39 +371,41 @@ async function run(options: BenchOptions): Promise<number> {
       },
     };
 
-    const raw: WorkloadResult[] = [];
-    for (const workload of options.workloads) {
-      if (interrupted) break;
-      const retry = (label: string, once: () => Promise<WorkloadResult>) => undisturbed(label, options.retryDisturbed, once);
-      switch (workload) {
-        case 'unary':
-          if (noopPool !== undefined) raw.push(await retry('unary ceiling', () => runUnary(context, noopPool, banks, uncountedLedger, 'ceiling')));
-          raw.push(await retry('unary', () => runUnary(context, nodePool, banks, ledger, 'node')));
+    const rounds: WorkloadResult[][] = [];
+    for (let round = 1; round <= options.rounds && !interrupted && !node.exited(); round++) {
+      if (options.rounds > 1) log(`round ${round} of ${options.rounds}`);
+      const raw: WorkloadResult[] = [];
+      rounds.push(raw);
+      for (const workload of options.workloads) {
+        if (interrupted) break;
+        const retry = (label: string, once: () => Promise<WorkloadResult>) => undisturbed(label, options.retryDisturbed, once);
+        switch (workload) {
+          case 'unary':
+            if (noopPool !== undefined) raw.push(await retry('unary ceiling', () => runUnary(context, noopPool, banks, uncountedLedger, 'ceiling')));
+            raw.push(await retry('unary', () => runUnary(context, nodePool, banks, ledger, 'node')));
+            break;
+          case 'batch':
+            if (noopPool !== undefined) raw.push(await retry('batch ceiling', () => runBatch(context, noopPool, banks, uncountedLedger, 'ceiling')));
+            raw.push(await retry('batch', () => runBatch(context, nodePool, banks, ledger, 'node')));
+            break;
+          case 'open':
+            raw.push(await retry('open', () => runOpen(context, nodePool, banks, ledger)));
+            break;
+          case 'two-phase':
+            raw.push(await retry('two-phase', () => runTwoPhase(context, nodePool, banks, creditors, ledger, reservationTimeoutMs)));
+            break;
+          case 'fanout':
+            raw.push(await retry('fanout', async () => runFanout(context, nodePool, await freshFanoutBanks(), ledger)));
+            break;
+        }
+        if (options.pgStatements) log(`${workload}: costliest statements since its measured window began\n${await topStatements(databaseUrl)}`);
+        if (node.exited()) {
+          log(`the node exited during ${workload}`);
           break;
-        case 'batch':
-          if (noopPool !== undefined) raw.push(await retry('batch ceiling', () => runBatch(context, noopPool, banks, uncountedLedger, 'ceiling')));
-          raw.push(await retry('batch', () => runBatch(context, nodePool, banks, ledger, 'node')));
-          break;
-        case 'open':
-          raw.push(await retry('open', () => runOpen(context, nodePool, banks, ledger)));
-          break;
-        case 'two-phase':
-          raw.push(await retry('two-phase', () => runTwoPhase(context, nodePool, banks, creditors, ledger, reservationTimeoutMs)));
-          break;
-        case 'fanout':
-          raw.push(await retry('fanout', async () => runFanout(context, nodePool, await freshFanoutBanks(), ledger)));
-          break;
-      }
-      if (options.pgStatements) log(`${workload}: costliest statements since its measured window began\n${await topStatements(databaseUrl)}`);
-      if (node.exited()) {
-        log(`the node exited during ${workload}`);
-        break;
+        }
       }
     }
-    for (const r of raw) {
-      const ceiling = raw.find((c) => c.workload === r.workload && c.target === 'ceiling');
-      results.push({ ...r, goal: evaluate(r, r.target === 'node' ? ceiling : undefined, options) });
-    }
+    results.push(...reportRounds(rounds, options));
     log('verifying: Reconcile, and SETTLED results seen by clients against the database');
     verification = await verify(operator, database.url, ledger, node);
   } finally {
