@@ -54,6 +54,17 @@ describe('transferDigest', () => {
     expect(transferDigest(t)).toEqual(digestAsFirstReleased(t));
   });
 
+  test('the UETR is compared case-insensitively', () => {
+    expect(transferDigest({ ...base, uetr: base.uetr.toLowerCase() })).toEqual(transferDigest({ ...base, uetr: base.uetr.toUpperCase() }));
+  });
+
+  test('matches the first release with characters outside the basic plane and a lone surrogate', () => {
+    for (const debtorName of ['Zahlung 💶 an 🏦', 'broken \ud83d half']) {
+      const t = { ...base, debtorName };
+      expect(transferDigest(t)).toEqual(digestAsFirstReleased(t));
+    }
+  });
+
   test('tells fields apart: moving text across a separator changes the digest', () => {
     const a = transferDigest({ ...base, debtorName: 'AB', debtorIban: 'C' });
     const b = transferDigest({ ...base, debtorName: 'A', debtorIban: 'BC' });

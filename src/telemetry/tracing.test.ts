@@ -3,7 +3,7 @@ import { currentTraceId, freshTraceId } from './tracing.js';
 
 describe('trace ids of calls without a traced parent', () => {
   test('fresh ids are valid W3C trace ids, all different, across refills of the pool', () => {
-    const ids = Array.from({ length: 1_000 }, () => freshTraceId()); // ~4 refills of 256
+    const ids = Array.from({ length: 1_000 }, () => freshTraceId()); // the pool holds 256: three refills at least
     for (const id of ids) expect(id).toMatch(/^(?!0{32})[0-9a-f]{32}$/);
     expect(new Set(ids).size).toBe(ids.length);
   });

@@ -46,7 +46,7 @@ let traceIdPoolOffset = traceIdPool.length;
  */
 export function freshTraceId(): string {
   for (;;) {
-    if (traceIdPoolOffset === traceIdPool.length) {
+    if (traceIdPoolOffset + traceIdBytes > traceIdPool.length) {
       randomFillSync(traceIdPool);
       traceIdPoolOffset = 0;
     }

@@ -101,6 +101,8 @@ at the end) instead of an embedded, durable Postgres in a temporary directory.`;
 
 /** Rounds are whole benchmark runs; twenty of the default workloads take about half an hour. */
 export const roundsMax = 20;
+/** Each fan-out run (retries included) creates banks under a fresh BIC prefix letter, F to Z. */
+export const fanoutRunsMax = 21;
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -207,5 +209,12 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     pgStatements: v['pg-statements'],
     rounds: integer('rounds', v.rounds, 1, 1, roundsMax),
   };
+  const fanoutRunsWorst = options.rounds * (1 + options.retryDisturbed);
+  if (options.workloads.includes('fanout') && fanoutRunsWorst > fanoutRunsMax) {
+    throw new UsageError(
+      `--rounds ${options.rounds} with --retry-disturbed ${options.retryDisturbed} may run fanout ${fanoutRunsWorst} times; ` +
+        `at most ${fanoutRunsMax} fan-out runs fit in one invocation (each needs fresh banks)`,
+    );
+  }
   return options;
 }

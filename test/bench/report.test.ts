@@ -71,15 +71,15 @@ describe('reportRounds', () => {
       ],
       options,
     );
-    expect(rows.map((r) => `${r.target} ${r.round ?? ''}${r.medianOfRounds ?? ''} ${r.goal.verdict}`)).toEqual([
-      'ceiling 1 n/a',
-      'node 1 PASS',
-      'ceiling 2 n/a',
-      'node 2 MISS',
-      'ceiling 3 n/a',
-      'node 3 MISS',
-      'ceiling 3 n/a',
-      'node 3 MISS',
+    expect(rows.map((r) => `${r.target} ${r.round !== undefined ? `#${r.round}` : `median of ${r.medianOfRounds}`} ${r.goal.verdict}`)).toEqual([
+      'ceiling #1 n/a',
+      'node #1 PASS',
+      'ceiling #2 n/a',
+      'node #2 MISS',
+      'ceiling #3 n/a',
+      'node #3 MISS',
+      'ceiling median of 3 n/a',
+      'node median of 3 MISS',
     ]);
     const median = rows[7];
     expect(median?.medianOfRounds).toBe(3);
@@ -103,6 +103,13 @@ describe('reportRounds', () => {
     expect(rows[0]?.goal.verdict).toBe('PASS');
     expect(rows[3]?.goal).toMatchObject({ verdict: 'MISS', note: '7 dropped, 0 errors' });
   });
+
+  test("the median row keeps the workload's other latencies, each percentile a median", () => {
+    const other = (p99: number) => ({ details: { latencyMs: { 'call (from actual send)': { count: 1, p50: 1, p90: 1, p99, p999: p99, max: p99, mean: 1 } } } });
+    const m = medianOfRounds([run('open', 'node', 1, other(10)), run('open', 'node', 1, other(30)), run('open', 'node', 1, other(20))]);
+    expect(m.details['latencyMs']).toEqual({ 'call (from actual send)': { p50: 1, p99: 20, p999: 20 } });
+    expect(table(reportRounds([[m]], options))).toContain('call (from actual send): p50 1.0 / p99 20.0 / p99.9 20.0 ms');
+  });
 });
 
 describe('--rounds', () => {
@@ -111,5 +118,11 @@ describe('--rounds', () => {
     expect(parseOptions(['--rounds', '3'])?.rounds).toBe(3);
     expect(() => parseOptions(['--rounds', '0'])).toThrow(UsageError);
     expect(() => parseOptions(['--rounds', '21'])).toThrow(UsageError);
+  });
+
+  test('refuses more fan-out runs (rounds × attempts) than fresh bank prefixes exist', () => {
+    expect(parseOptions(['--rounds', '20'])?.rounds).toBe(20);
+    expect(() => parseOptions(['--rounds', '11', '--retry-disturbed', '1'])).toThrow(/at most 21 fan-out runs/);
+    expect(parseOptions(['--rounds', '11', '--retry-disturbed', '1', '--workload', 'unary'])?.rounds).toBe(11);
   });
 });

@@ -126,6 +126,20 @@ function sumCounts(records: readonly Record<string, number>[]): Record<string, n
   return total;
 }
 
+/** The workload's other latencies (e.g. the call from its actual send), each percentile the median of the rounds'. */
+function medianLatencyDetails(runs: readonly WorkloadResult[]): { latencyMs?: Record<string, { p50: number; p99: number; p999: number }> } {
+  type Summary = { p50: number; p99: number; p999: number };
+  const per = runs.map((r) => (r.details['latencyMs'] ?? {}) as Record<string, Summary>);
+  const names = Object.keys(per[0] ?? {}).filter((name) => per.every((p) => p[name] !== undefined));
+  if (names.length === 0) return {};
+  const latencyMs: Record<string, Summary> = {};
+  for (const name of names) {
+    const of = (pick: (s: Summary) => number) => median(per.map((p) => pick(p[name] as Summary)));
+    latencyMs[name] = { p50: of((s) => s.p50), p99: of((s) => s.p99), p999: of((s) => s.p999) };
+  }
+  return { latencyMs };
+}
+
 /**
  * One workload's rounds (same workload, same target) folded into one row:
  * each rate, percentile and core count is the median of the rounds' (an even
@@ -171,6 +185,7 @@ export function medianOfRounds(runs: readonly WorkloadResult[]): WorkloadResult 
       ...summed('deliveries'),
       ...kept('offeredPerSecond'),
       ...kept('outstandingMax'),
+      ...medianLatencyDetails(runs),
     },
     cpuCores,
     otherCoresBefore: Math.max(...runs.map((r) => r.otherCoresBefore)),

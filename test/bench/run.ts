@@ -10,7 +10,7 @@ import pg from 'pg';
 import { credentials, Metadata, type CallOptions, type ServiceError } from '@grpc/grpc-js';
 import { OperatorServiceClient, type ReconcileResponse } from '../../src/gen/clearing/v1/operator_service.js';
 import { AcceptanceMode, ParticipantKind, ParticipantStatus } from '../../src/gen/clearing/v1/participant.js';
-import { parseOptions, UsageError, type BenchOptions } from './options.js';
+import { fanoutRunsMax, parseOptions, UsageError, type BenchOptions } from './options.js';
 import { cpuBetween, killChildrenSync, openDatabase, parentPid, sampleCpu, startClearingNode, startNoopServer, type BenchDatabase, type ChildServer, type CpuSample } from './processes.js';
 import { ChannelPool, Ledger, TransferFactory, uncountedLedger, type Recorder } from './load.js';
 import { runBatch, runFanout, runOpen, runTwoPhase, runUnary, type WorkloadContext, type WorkloadResult } from './workloads.js';
@@ -344,8 +344,9 @@ async function run(options: BenchOptions): Promise<number> {
     // every earlier workload's (or attempt's) confirmations.
     let fanoutRuns = 0;
     const freshFanoutBanks = async () => {
+      // parseOptions keeps rounds × attempts within fanoutRunsMax.
+      if (fanoutRuns >= fanoutRunsMax) throw new Error('out of bank prefixes for fan-out runs');
       const prefix = String.fromCharCode('F'.charCodeAt(0) + fanoutRuns++);
-      if (prefix > 'Z') throw new Error('out of bank prefixes for fan-out runs');
       return createBanks(operator as Operator, prefix, options.banks, AcceptanceMode.ACCEPTANCE_MODE_AUTOMATIC, true);
     };
 
