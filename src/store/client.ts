@@ -46,9 +46,9 @@ export async function inTransaction<T>(pool: pg.Pool, begin: string, run: (clien
  * Sends `queries` on one connection without waiting between them (the pool's
  * connections pipeline, and the socket is corked while they are queued, so
  * they leave in one write), then waits for all of them: one round trip and
- * one trip through this process's event loop for the lot. Throws the first failure; Postgres then has aborted
- * the transaction, so the queries after it did nothing (a COMMIT after a
- * failure rolls back).
+ * one trip through this process's event loop for the lot. Throws the first
+ * failure; Postgres then has aborted the transaction, so the queries after it
+ * did nothing (a COMMIT after a failure rolls back).
  */
 export async function queryInOrder(client: pg.PoolClient, queries: (pg.QueryConfig | string)[]): Promise<pg.QueryResult[]> {
   // Corked, the queries' messages leave in one write (one syscall, one wake-up

@@ -37,6 +37,7 @@ const traceIdsPerRefill = 256;
 const traceIdBytes = 16;
 const traceIdPool = Buffer.alloc(traceIdsPerRefill * traceIdBytes);
 let traceIdPoolOffset = traceIdPool.length;
+const invalidTraceId = '0'.repeat(traceIdBytes * 2);
 
 /**
  * A random W3C trace id. Drawn from a pool refilled 4 kB at a time: one
@@ -52,7 +53,7 @@ export function freshTraceId(): string {
     }
     const id = traceIdPool.toString('hex', traceIdPoolOffset, traceIdPoolOffset + traceIdBytes);
     traceIdPoolOffset += traceIdBytes;
-    if (!/^0+$/.test(id)) return id;
+    if (id !== invalidTraceId) return id;
   }
 }
 
