@@ -19,7 +19,7 @@ import { operatorService } from './api/operator-service.js';
 import { servingNames, startServer } from './api/server.js';
 import type { Logger } from './telemetry/logger.js';
 import { ClearingTelemetry, watchPendingReservations } from './telemetry/clearing-telemetry.js';
-import { countReservedTransfers, updateConfirmationsDelivered } from './store/reads.js';
+import { countReservedTransfers, insertConfirmationDeliveries } from './store/reads.js';
 import { parseNotification, type SettlementOrigin } from './store/settlement.js';
 import { RecentConfirmations } from './clearing/recent-confirmations.js';
 import { DeliveryRecorder } from './clearing/deliveries.js';
@@ -73,7 +73,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
   const hub = new EventHub();
   const origin: SettlementOrigin = { nodeId: config.nodeId, notificationSource: randomUUID() };
   const recent = new RecentConfirmations();
-  const deliveries = new DeliveryRecorder((ranges) => updateConfirmationsDelivered(pool, ranges), logger.child({ component: 'deliveries' }));
+  const deliveries = new DeliveryRecorder((ranges) => insertConfirmationDeliveries(pool, ranges), logger.child({ component: 'deliveries' }));
   const listener = new NotificationListener(
     location.url,
     (payload) => {

@@ -1,4 +1,5 @@
 // ClearingService adapter: decode, authenticate, call the core, map the result.
+import assert from 'node:assert/strict';
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import type {
   ClearingServiceServer,
@@ -27,6 +28,7 @@ import { principalOf } from './auth.js';
 import { pumpCursorStream } from './streams.js';
 import type { EventHub } from '../clearing/hub.js';
 import { mapInSlices } from '../clearing/slices.js';
+import { deliveredRangeSequencesMax } from '../clearing/deliveries.js';
 import type { TransferRow } from '../store/rows.js';
 import { CreditorDecision, type InboundTransfer } from '../gen/clearing/v1/transfer.js';
 import type {
@@ -51,6 +53,8 @@ export const respondBatchAnswersMax = 1_000;
 export const inboundPageTransfersMax = 500;
 /** Most confirmations read from the database per page of a stream. */
 export const confirmationPageMax = 500;
+// A page's delivery is recorded as one range, which the database bounds.
+assert(confirmationPageMax <= deliveredRangeSequencesMax, 'a confirmation page must fit one delivered range');
 /** How often an idle stream re-reads when no wake-up came (a lost notification only delays). */
 export const streamPollMs = 1_000;
 /** A `wait_for_final` call answers this long before its deadline, so the RESERVED result still arrives. */

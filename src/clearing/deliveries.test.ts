@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import pino from 'pino';
-import { DeliveryRecorder, type DeliveredRange } from './deliveries.js';
+import { DeliveryRecorder, deliveredRangeSequencesMax, type DeliveredRange } from './deliveries.js';
 
 const silent = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -21,6 +21,17 @@ describe('DeliveryRecorder', () => {
     ]);
     const [first, second] = writes[0] as DeliveredRange[];
     expect(second?.deliveredAt.getTime()).toBeGreaterThan(first?.deliveredAt.getTime() as number);
+  });
+
+  test('a range is one stream page at most, as the table allows', async () => {
+    const writes: DeliveredRange[][] = [];
+    const recorder = new DeliveryRecorder(async (ranges) => void writes.push(ranges), silent, 60_000, 100);
+    const longest = BigInt(deliveredRangeSequencesMax);
+    recorder.record('AAAADEFFXXX', 1n, longest);
+    expect(() => recorder.record('AAAADEFFXXX', 1n, longest + 1n)).toThrow(/one stream page/);
+    expect(() => recorder.record('AAAADEFFXXX', 5n, 4n)).toThrow(/runs forwards/);
+    await recorder.flush();
+    expect(writes.map((w) => w.map((r) => [r.firstSequence, r.lastSequence]))).toEqual([[[1n, longest]]]);
   });
 
   test('a full buffer is written at once', async () => {

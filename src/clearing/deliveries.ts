@@ -1,12 +1,15 @@
 // Records when confirmations were first delivered (InspectTransfer's
-// CONFIRMATION_DELIVERED events), a flush at a time: every stream page used to
-// cost its own UPDATE, several per batch with a few subscribers. Each page
-// keeps its own delivery time, so coalescing changes when the mark is written,
-// never what it says. Marks are operational information, not money: if a flush
-// fails it is logged and those marks are lost; the confirmations were
-// delivered all the same.
+// CONFIRMATION_DELIVERED events), a flush at a time: one row per stream page,
+// the page's sequence range and the time it was written, all of a flush in
+// one INSERT. Each page keeps its own delivery time, so coalescing changes
+// when the mark is written, never what it says. Marks are operational
+// information, not money: if a flush fails it is logged and those marks are
+// lost; the confirmations were delivered all the same.
 import assert from 'node:assert/strict';
 import type { Logger } from '../telemetry/logger.js';
+import { deliveredRangeSequencesMax } from '../store/reads.js';
+
+export { deliveredRangeSequencesMax };
 
 /** How long a delivery mark may wait before it is written. */
 export const deliveryFlushMs = 250;
@@ -45,6 +48,8 @@ export class DeliveryRecorder {
   /** Notes that `bic`'s confirmations first..last were written to a stream just now. */
   record(bic: string, firstSequence: bigint, lastSequence: bigint): void {
     assert(firstSequence <= lastSequence, 'a delivered range runs forwards');
+    // A stream page is shorter (confirmationPageMax); the table refuses longer ranges.
+    assert(lastSequence - firstSequence < BigInt(deliveredRangeSequencesMax), 'a delivered range spans one stream page');
     if (this.closed) return; // stopping: the database is going away
     if (this.pending.length >= this.rangesMax) {
       // Full, and the previous write has not finished: the database is slow or away.

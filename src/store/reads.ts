@@ -1,7 +1,7 @@
 // Read-only SQL: positions, transfers, reconciliation. One function per statement.
 import type pg from 'pg';
-import { beginSettlementSql, transferColumns, transferFromRaw } from './settlement.js';
-import { inTransaction, queryInOrder, withClient } from './client.js';
+import { transferColumns, transferFromRaw } from './settlement.js';
+import { inTransaction } from './client.js';
 import type { PositionRow, TransferRow, TransferStatusName } from './rows.js';
 
 
@@ -294,57 +294,30 @@ export async function selectConfirmationRange(db: pg.Pool, bic: string): Promise
 }
 
 /**
- * Each range's confirmations, still undelivered, found by primary key: the
- * LATERAL subquery with OFFSET 0 is not pulled up into a join, so every range
- * is its own probe. A confirmation keeps its first delivery (the earliest of
- * overlapping ranges, e.g. two subscribers of one bank).
+ * The most confirmations one delivered range may span (a CHECK in migration
+ * 0002): a lookup by sequence reads only the ranges starting this close before it.
  */
-export const confirmationsDeliveredSql = `
-  WITH firsts AS (
-    SELECT x.bic, x.sequence, min(r.delivered_at) AS delivered_at
-      FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[])
-             AS r(bic, first_sequence, last_sequence, delivered_at)
-     CROSS JOIN LATERAL (
-       SELECT c.bic, c.sequence FROM confirmations c
-        WHERE c.bic = r.bic AND c.sequence BETWEEN r.first_sequence AND r.last_sequence
-          AND c.delivered_at IS NULL
-       OFFSET 0) x
-     GROUP BY x.bic, x.sequence
-  )
-  UPDATE confirmations c SET delivered_at = f.delivered_at
-    FROM firsts f
-   WHERE c.bic = f.bic AND c.sequence = f.sequence AND c.delivered_at IS NULL`;
+export const deliveredRangeSequencesMax = 1_000;
 
 /**
- * Marks confirmations as delivered, for each range the time it was written to
- * a stream. Planned like a settlement batch (key probes only): as a plain
- * statement it was a hash join over the whole confirmations table, hundreds of
- * milliseconds per flush on a table of millions.
+ * Records that each range of confirmations was written to a stream at its
+ * time: one narrow row per stream page, appended (migration 0002 says why not
+ * a column on each confirmation).
  */
-export async function updateConfirmationsDelivered(
+export async function insertConfirmationDeliveries(
   db: pg.Pool,
   ranges: readonly { bic: string; firstSequence: bigint; lastSequence: bigint; deliveredAt: Date }[],
 ): Promise<void> {
-  await withClient(db, async (client) => {
-    try {
-      await queryInOrder(client, [
-        beginSettlementSql,
-        {
-          name: 'confirmations_delivered',
-          text: confirmationsDeliveredSql,
-          values: [
-            ranges.map((r) => r.bic),
-            ranges.map((r) => r.firstSequence.toString()),
-            ranges.map((r) => r.lastSequence.toString()),
-            ranges.map((r) => r.deliveredAt.toISOString()),
-          ],
-        },
-        'COMMIT',
-      ]);
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    }
+  await db.query({
+    name: 'confirmation_deliveries_insert',
+    text: `INSERT INTO confirmation_deliveries (bic, first_sequence, last_sequence, delivered_at)
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[])`,
+    values: [
+      ranges.map((r) => r.bic),
+      ranges.map((r) => r.firstSequence.toString()),
+      ranges.map((r) => r.lastSequence.toString()),
+      ranges.map((r) => r.deliveredAt.toISOString()),
+    ],
   });
 }
 
@@ -356,14 +329,26 @@ export interface ConfirmationEvent {
   batchId: bigint;
 }
 
-/** The confirmations of one transfer, for its lifecycle. */
+/**
+ * The confirmations of one transfer, for its lifecycle. A confirmation was
+ * first delivered at the earliest of the delivered ranges holding it; ranges
+ * span fewer than deliveredRangeSequencesMax sequences, so only those starting
+ * that close before it are read.
+ */
+export const confirmationEventsSql = `
+  SELECT c.bic, c.role, c.final_at, c.batch_id::text AS batch_id,
+         (SELECT min(d.delivered_at) FROM confirmation_deliveries d
+           WHERE d.bic = c.bic AND d.first_sequence BETWEEN c.sequence - ${deliveredRangeSequencesMax - 1} AND c.sequence
+             AND d.last_sequence >= c.sequence) AS delivered_at
+    FROM confirmations c
+   WHERE c.debtor_agent = $1::text AND c.instruction_id = $2::text
+   ORDER BY c.sequence`;
+
 export async function selectConfirmationEvents(db: pg.Pool, debtorAgent: string, instructionId: string): Promise<ConfirmationEvent[]> {
-  const result = await db.query({
-    name: 'confirmations_of_transfer',
-    text: `SELECT bic, role, final_at, delivered_at, batch_id::text AS batch_id FROM confirmations
-            WHERE debtor_agent = $1 AND instruction_id = $2 ORDER BY sequence`,
-    values: [debtorAgent, instructionId],
-  });
+  // Unnamed, so planned for each call: a generic plan cached while the table
+  // of delivered ranges was small scans it whole (settlement-plans.test.ts).
+  // An operator's lookup, rare enough that planning it each time costs nothing.
+  const result = await db.query({ text: confirmationEventsSql, values: [debtorAgent, instructionId] });
   return result.rows.map((r) => ({ bic: r.bic, role: r.role, finalAt: r.final_at, deliveredAt: r.delivered_at, batchId: BigInt(r.batch_id) }));
 }
 

@@ -1,6 +1,7 @@
 // Confirmation retention: delete confirmations older than the retention
-// period, a bounded number per run, and record per participant how far the
-// purge went so a resume from before it is answered OUT_OF_RANGE.
+// period, a bounded number per run, with the records of their delivery, and
+// record per participant how far the purge went so a resume from before it is
+// answered OUT_OF_RANGE.
 import type pg from 'pg';
 
 /**
@@ -28,6 +29,11 @@ export async function purgeConfirmations(db: pg.Pool, retentionSeconds: number, 
            ), marked AS (
              UPDATE participants p SET confirmations_purged_through = greatest(p.confirmations_purged_through, m.through)
                FROM marks m WHERE p.bic = m.bic
+           ), forgotten_deliveries AS (
+             -- Delivery ranges wholly within the purge go with it (first <= last: the
+             -- condition on first_sequence lets the index bound the scan).
+             DELETE FROM confirmation_deliveries d USING marks m
+              WHERE d.bic = m.bic AND d.first_sequence <= m.through AND d.last_sequence <= m.through
            )
            SELECT count(*)::int AS deleted FROM deleted`,
     values: [retentionSeconds, limit],

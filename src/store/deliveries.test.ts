@@ -1,0 +1,117 @@
+// Delivery marks in the database: one row per delivered stream page; a
+// confirmation was delivered at the earliest range that holds it; retention
+// forgets the ranges with their confirmations; migration 0002 keeps the marks
+// written before it.
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createBareDatabase, createTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { migrate } from './migrate.js';
+import { deliveredRangeSequencesMax, insertConfirmationDeliveries, selectConfirmationEvents } from './reads.js';
+import { purgeConfirmations } from './retention.js';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+const at = (seconds: number) => new Date(Date.UTC(2026, 10, 27, 9, 0, seconds));
+
+/** A confirmation of transfer (debtor, instruction) for `bic`, numbered `sequence`. */
+async function confirmation(pool: pg.Pool, bic: string, sequence: number, debtor: string, instruction: string, role: string, finalAt = new Date()) {
+  await pool.query(
+    `INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status, final_at, batch_id)
+     VALUES ($1, $2, $3, $4, $5, 'SETTLED', $6, 1)`,
+    [bic, sequence, debtor, instruction, role, finalAt],
+  );
+}
+
+const range = (bic: string, firstSequence: bigint, lastSequence: bigint, deliveredAt: Date) => ({ bic, firstSequence, lastSequence, deliveredAt });
+
+describe('confirmation delivery marks', () => {
+  test('a confirmation was delivered at the earliest range that holds it, of its own bank', async () => {
+    await confirmation(db.pool, 'DLVADEFFXXX', 3, 'DLVADEFFXXX', 'dlv-1', 'DEBTOR');
+    await confirmation(db.pool, 'DLVBDEFFXXX', 7, 'DLVADEFFXXX', 'dlv-1', 'CREDITOR');
+    await confirmation(db.pool, 'DLVGDEFFXXX', 2, 'DLVADEFFXXX', 'dlv-1', 'INTERMEDIARY');
+    await insertConfirmationDeliveries(db.pool, [
+      range('DLVADEFFXXX', 1n, 2n, at(1)), // before it
+      range('DLVADEFFXXX', 3n, 5n, at(30)), // holds it, later
+      range('DLVADEFFXXX', 2n, 4n, at(20)), // holds it: the earliest
+      range('DLVADEFFXXX', 4n, 9n, at(2)), // after it
+      range('DLVBDEFFXXX', 1n, 6n, at(3)), // the creditor's stream stopped before 7…
+      range('DLVBDEFFXXX', 8n, 9n, at(4)), // …and resumed after it
+      range('DLVCDEFFXXX', 1n, 10n, at(0)), // another bank's sequences
+      range('DLVGDEFFXXX', 2n, 2n, at(40)),
+    ]);
+    const events = await selectConfirmationEvents(db.pool, 'DLVADEFFXXX', 'dlv-1');
+    expect(events.map((e) => [e.bic, e.role, e.deliveredAt])).toEqual([
+      ['DLVGDEFFXXX', 'INTERMEDIARY', at(40)],
+      ['DLVADEFFXXX', 'DEBTOR', at(20)],
+      ['DLVBDEFFXXX', 'CREDITOR', null],
+    ]);
+  });
+
+  test('a confirmation at the far end of the longest range is found', async () => {
+    const last = 5_000;
+    const first = last - deliveredRangeSequencesMax + 1;
+    await confirmation(db.pool, 'DLVLDEFFXXX', last, 'DLVLDEFFXXX', 'dlv-long', 'DEBTOR');
+    await insertConfirmationDeliveries(db.pool, [range('DLVLDEFFXXX', BigInt(first), BigInt(last), at(5))]);
+    expect((await selectConfirmationEvents(db.pool, 'DLVLDEFFXXX', 'dlv-long')).map((e) => e.deliveredAt)).toEqual([at(5)]);
+  });
+
+  test('the table refuses a range longer than a lookup reads back', async () => {
+    const tooLong = range('DLVXDEFFXXX', 1n, BigInt(deliveredRangeSequencesMax) + 1n, at(0));
+    await expect(insertConfirmationDeliveries(db.pool, [tooLong])).rejects.toMatchObject({ code: '23514' });
+    await expect(insertConfirmationDeliveries(db.pool, [range('DLVXDEFFXXX', 4n, 3n, at(0))])).rejects.toMatchObject({ code: '23514' });
+  });
+
+  test('retention forgets the ranges of the confirmations it purges, and only those', async () => {
+    const bic = 'DLVRDEFFXXX';
+    const old = new Date(Date.now() - 2 * 86_400_000);
+    for (let sequence = 1; sequence <= 6; sequence++) {
+      await confirmation(db.pool, bic, sequence, bic, `dlv-r${sequence}`, 'DEBTOR', sequence <= 4 ? old : new Date());
+    }
+    await insertConfirmationDeliveries(db.pool, [range(bic, 1n, 2n, at(1)), range(bic, 3n, 5n, at(2)), range(bic, 6n, 6n, at(3))]);
+    expect(await purgeConfirmations(db.pool, 86_400, 100)).toBe(4);
+    const left = await db.pool.query(`SELECT first_sequence::int AS first, last_sequence::int AS last FROM confirmation_deliveries WHERE bic = $1 ORDER BY 1`, [bic]);
+    expect(left.rows).toEqual([
+      { first: 3, last: 5 },
+      { first: 6, last: 6 },
+    ]);
+    expect((await selectConfirmationEvents(db.pool, bic, 'dlv-r5')).map((e) => e.deliveredAt)).toEqual([at(2)]);
+  });
+});
+
+describe('migration 0002', () => {
+  test('turns the delivery marks written before it into ranges', async () => {
+    const bare = await createBareDatabase();
+    const pool = new pg.Pool({ connectionString: bare.url, max: 2 });
+    pool.on('error', () => {});
+    const directory = await mkdtemp(path.join(os.tmpdir(), 'clearing-0001-'));
+    try {
+      await copyFile(new URL('./migrations/0001_initial.sql', import.meta.url), path.join(directory, '0001_initial.sql'));
+      await migrate(pool, { directory: pathToFileURL(`${directory}/`) });
+      await confirmation(pool, 'MIGADEFFXXX', 1, 'MIGADEFFXXX', 'mig-1', 'DEBTOR');
+      await confirmation(pool, 'MIGBDEFFXXX', 2, 'MIGADEFFXXX', 'mig-1', 'CREDITOR');
+      await pool.query(`UPDATE confirmations SET delivered_at = $1 WHERE bic = 'MIGADEFFXXX'`, [at(7)]);
+
+      expect((await migrate(pool)).applied).toEqual(['0002_confirmation_deliveries.sql']);
+      expect((await selectConfirmationEvents(pool, 'MIGADEFFXXX', 'mig-1')).map((e) => [e.bic, e.deliveredAt])).toEqual([
+        ['MIGADEFFXXX', at(7)],
+        ['MIGBDEFFXXX', null],
+      ]);
+      const column = await pool.query(`SELECT 1 FROM information_schema.columns WHERE table_name = 'confirmations' AND column_name = 'delivered_at'`);
+      expect(column.rowCount).toBe(0);
+    } finally {
+      await pool.end();
+      await bare.drop();
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+});
