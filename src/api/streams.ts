@@ -101,6 +101,9 @@ async function write<Req, Message>(
   if (call.write(message)) return undefined;
   const blockedSinceMs = Date.now();
   for (;;) {
+    // 'drain' fires once: if the buffer drained while whileBlocked ran (it
+    // awaits a database query), no listener heard it and none ever will.
+    if (!call.writableNeedDrain) return undefined;
     const drained = await new Promise<boolean>((resolve) => {
       const done = (value: boolean) => () => {
         clearTimeout(timer);
