@@ -102,8 +102,9 @@ async function write<Req, Message>(
   const blockedSinceMs = Date.now();
   for (;;) {
     // 'drain' fires once: if the buffer drained while whileBlocked ran (it
-    // awaits a database query), no listener heard it and none ever will.
-    if (!call.writableNeedDrain) return undefined;
+    // awaits a database query), no listener heard it and none ever will. An
+    // abort meanwhile, likewise, fires no more 'abort' events.
+    if (abort.aborted || !call.writableNeedDrain) return undefined;
     const drained = await new Promise<boolean>((resolve) => {
       const done = (value: boolean) => () => {
         clearTimeout(timer);

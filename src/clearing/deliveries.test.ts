@@ -23,15 +23,22 @@ describe('DeliveryRecorder', () => {
     expect(second?.deliveredAt.getTime()).toBeGreaterThan(first?.deliveredAt.getTime() as number);
   });
 
-  test('a range is one stream page at most, as the table allows', async () => {
+  test('a range longer than the table allows is recorded in pieces', async () => {
     const writes: DeliveredRange[][] = [];
     const recorder = new DeliveryRecorder(async (ranges) => void writes.push(ranges), silent, 60_000, 100);
     const longest = BigInt(deliveredRangeSequencesMax);
     recorder.record('AAAADEFFXXX', 1n, longest);
-    expect(() => recorder.record('AAAADEFFXXX', 1n, longest + 1n)).toThrow(/one stream page/);
+    recorder.record('BBBBDEFFXXX', 5n, 2n * longest + 6n);
     expect(() => recorder.record('AAAADEFFXXX', 5n, 4n)).toThrow(/runs forwards/);
     await recorder.flush();
-    expect(writes.map((w) => w.map((r) => [r.firstSequence, r.lastSequence]))).toEqual([[[1n, longest]]]);
+    expect(writes.map((w) => w.map((r) => [r.bic, r.firstSequence, r.lastSequence]))).toEqual([
+      [
+        ['AAAADEFFXXX', 1n, longest],
+        ['BBBBDEFFXXX', 5n, longest + 4n],
+        ['BBBBDEFFXXX', longest + 5n, 2n * longest + 4n],
+        ['BBBBDEFFXXX', 2n * longest + 5n, 2n * longest + 6n],
+      ],
+    ]);
   });
 
   test('a full buffer is written at once', async () => {

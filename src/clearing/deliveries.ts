@@ -48,15 +48,21 @@ export class DeliveryRecorder {
   /** Notes that `bic`'s confirmations first..last were written to a stream just now. */
   record(bic: string, firstSequence: bigint, lastSequence: bigint): void {
     assert(firstSequence <= lastSequence, 'a delivered range runs forwards');
-    // A stream page is shorter (confirmationPageMax); the table refuses longer ranges.
-    assert(lastSequence - firstSequence < BigInt(deliveredRangeSequencesMax), 'a delivered range spans one stream page');
     if (this.closed) return; // stopping: the database is going away
-    if (this.pending.length >= this.rangesMax) {
-      // Full, and the previous write has not finished: the database is slow or away.
-      this.dropped += 1;
-      return;
+    const deliveredAt = new Date();
+    // A page holds at most confirmationPageMax rows, but sequences purged by
+    // retention between its rows would make it span more than the table
+    // allows: such a range is recorded in pieces.
+    const span = BigInt(deliveredRangeSequencesMax);
+    for (let first = firstSequence; first <= lastSequence; first += span) {
+      if (this.pending.length >= this.rangesMax) {
+        // Full, and the previous write has not finished: the database is slow or away.
+        this.dropped += 1;
+        return;
+      }
+      const last = first + span - 1n < lastSequence ? first + span - 1n : lastSequence;
+      this.pending.push({ bic, firstSequence: first, lastSequence: last, deliveredAt });
     }
-    this.pending.push({ bic, firstSequence, lastSequence, deliveredAt: new Date() });
     if (this.pending.length >= this.rangesMax) void this.flush();
     else this.schedule();
   }

@@ -1,7 +1,7 @@
 // Delivery marks in the database: one row per delivered stream page; a
 // confirmation was delivered at the earliest range that holds it; retention
-// forgets the ranges with their confirmations; migration 0002 keeps the marks
-// written before it.
+// forgets the ranges with their confirmations; marks in the old column
+// (written before migration 0002, or by nodes of the previous version) still count.
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -89,7 +89,7 @@ describe('confirmation delivery marks', () => {
 });
 
 describe('migration 0002', () => {
-  test('turns the delivery marks written before it into ranges', async () => {
+  test('keeps the delivery marks written before it, and those of nodes of the previous version', async () => {
     const bare = await createBareDatabase();
     const pool = new pg.Pool({ connectionString: bare.url, max: 2 });
     pool.on('error', () => {});
@@ -99,15 +99,18 @@ describe('migration 0002', () => {
       await migrate(pool, { directory: pathToFileURL(`${directory}/`) });
       await confirmation(pool, 'MIGADEFFXXX', 1, 'MIGADEFFXXX', 'mig-1', 'DEBTOR');
       await confirmation(pool, 'MIGBDEFFXXX', 2, 'MIGADEFFXXX', 'mig-1', 'CREDITOR');
+      await confirmation(pool, 'MIGCDEFFXXX', 3, 'MIGADEFFXXX', 'mig-1', 'INTERMEDIARY');
       await pool.query(`UPDATE confirmations SET delivered_at = $1 WHERE bic = 'MIGADEFFXXX'`, [at(7)]);
 
-      expect((await migrate(pool)).applied).toEqual(['0002_confirmation_deliveries.sql']);
+      expect((await migrate(pool)).applied[0]).toBe('0002_confirmation_deliveries.sql');
+      // A node of the previous version, still running, marks B the old way; this version marks C and A.
+      await pool.query(`UPDATE confirmations SET delivered_at = $1 WHERE bic = 'MIGBDEFFXXX'`, [at(8)]);
+      await insertConfirmationDeliveries(pool, [range('MIGCDEFFXXX', 3n, 3n, at(9)), range('MIGADEFFXXX', 1n, 1n, at(10))]);
       expect((await selectConfirmationEvents(pool, 'MIGADEFFXXX', 'mig-1')).map((e) => [e.bic, e.deliveredAt])).toEqual([
-        ['MIGADEFFXXX', at(7)],
-        ['MIGBDEFFXXX', null],
+        ['MIGADEFFXXX', at(7)], // the earlier of the column and the range
+        ['MIGBDEFFXXX', at(8)],
+        ['MIGCDEFFXXX', at(9)],
       ]);
-      const column = await pool.query(`SELECT 1 FROM information_schema.columns WHERE table_name = 'confirmations' AND column_name = 'delivered_at'`);
-      expect(column.rowCount).toBe(0);
     } finally {
       await pool.end();
       await bare.drop();

@@ -295,7 +295,8 @@ export async function selectConfirmationRange(db: pg.Pool, bic: string): Promise
 
 /**
  * The most confirmations one delivered range may span (a CHECK in migration
- * 0002): a lookup by sequence reads only the ranges starting this close before it.
+ * 0002: last - first < this): a lookup by sequence reads only the ranges
+ * starting fewer than this many sequences before it.
  */
 export const deliveredRangeSequencesMax = 1_000;
 
@@ -331,23 +332,25 @@ export interface ConfirmationEvent {
 
 /**
  * The confirmations of one transfer, for its lifecycle. A confirmation was
- * first delivered at the earliest of the delivered ranges holding it; ranges
- * span fewer than deliveredRangeSequencesMax sequences, so only those starting
- * that close before it are read.
+ * first delivered at the earliest of the delivered ranges holding it; a range
+ * spans at most deliveredRangeSequencesMax sequences, so only those starting
+ * that close before it are read. Nodes before migration 0002 set
+ * delivered_at instead (least() ignores whichever is null).
  */
 export const confirmationEventsSql = `
   SELECT c.bic, c.role, c.final_at, c.batch_id::text AS batch_id,
-         (SELECT min(d.delivered_at) FROM confirmation_deliveries d
-           WHERE d.bic = c.bic AND d.first_sequence BETWEEN c.sequence - ${deliveredRangeSequencesMax - 1} AND c.sequence
-             AND d.last_sequence >= c.sequence) AS delivered_at
+         least(c.delivered_at,
+               (SELECT min(d.delivered_at) FROM confirmation_deliveries d
+                 WHERE d.bic = c.bic AND d.first_sequence BETWEEN c.sequence - ${deliveredRangeSequencesMax - 1} AND c.sequence
+                   AND d.last_sequence >= c.sequence)) AS delivered_at
     FROM confirmations c
    WHERE c.debtor_agent = $1::text AND c.instruction_id = $2::text
    ORDER BY c.sequence`;
 
 export async function selectConfirmationEvents(db: pg.Pool, debtorAgent: string, instructionId: string): Promise<ConfirmationEvent[]> {
-  // Unnamed, so planned for each call: a generic plan cached while the table
-  // of delivered ranges was small scans it whole (settlement-plans.test.ts).
-  // An operator's lookup, rare enough that planning it each time costs nothing.
+  // Unnamed, so planned for each call with the table as it is: measured, a
+  // generic plan prepared while confirmation_deliveries was empty scanned it
+  // whole. An operator's lookup, rare enough that planning it costs nothing.
   const result = await db.query({ text: confirmationEventsSql, values: [debtorAgent, instructionId] });
   return result.rows.map((r) => ({ bic: r.bic, role: r.role, finalAt: r.final_at, deliveredAt: r.delivered_at, batchId: BigInt(r.batch_id) }));
 }

@@ -3,22 +3,14 @@
 // record per participant how far the purge went so a resume from before it is
 // answered OUT_OF_RANGE.
 import type pg from 'pg';
+import { queryInOrder, withClient } from './client.js';
+import { beginSettlementSql } from './settlement.js';
 
-/**
- * Deletes up to `limit` confirmations whose transfer became final before
- * `retentionSeconds` ago. Returns how many were deleted.
- *
- * Locks: confirmation rows (SKIP LOCKED, so two nodes purging together split
- * the work), then participant rows — never positions, so it cannot deadlock
- * with a settlement batch (positions, then participants).
- */
-export async function purgeConfirmations(db: pg.Pool, retentionSeconds: number, limit: number): Promise<number> {
-  const result = await db.query({
-    name: 'confirmations_purge',
-    text: `WITH doomed AS (
+/** The statement of purgeConfirmations (exported for its plan test). */
+export const purgeConfirmationsSql = `WITH doomed AS (
              SELECT bic, sequence FROM confirmations
-              WHERE final_at < now() - make_interval(secs => $1)
-              ORDER BY final_at LIMIT $2
+              WHERE final_at < now() - make_interval(secs => $1::float8)
+              ORDER BY final_at LIMIT $2::int
                 FOR UPDATE SKIP LOCKED
            ), deleted AS (
              DELETE FROM confirmations c USING doomed d
@@ -35,8 +27,27 @@ export async function purgeConfirmations(db: pg.Pool, retentionSeconds: number, 
              DELETE FROM confirmation_deliveries d USING marks m
               WHERE d.bic = m.bic AND d.first_sequence <= m.through AND d.last_sequence <= m.through
            )
-           SELECT count(*)::int AS deleted FROM deleted`,
-    values: [retentionSeconds, limit],
+           SELECT count(*)::int AS deleted FROM deleted`;
+
+/**
+ * Deletes up to `limit` confirmations whose transfer became final before
+ * `retentionSeconds` ago. Returns how many were deleted.
+ *
+ * Locks: confirmation rows (SKIP LOCKED, so two nodes purging together split
+ * the work), then participant rows — never positions, so it cannot deadlock
+ * with a settlement batch (positions, then participants).
+ */
+export async function purgeConfirmations(db: pg.Pool, retentionSeconds: number, limit: number): Promise<number> {
+  // Planned like a settlement batch, for its parameters with scans and hash
+  // joins off: as a plain statement, the forgetting of delivered ranges was a
+  // hash join over all of confirmation_deliveries (settlement-plans.test.ts).
+  return withClient(db, async (client) => {
+    try {
+      const [, result] = await queryInOrder(client, [beginSettlementSql, { text: purgeConfirmationsSql, values: [retentionSeconds, limit] }, 'COMMIT']);
+      return (result as pg.QueryResult).rows[0].deleted as number;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
   });
-  return result.rows[0].deleted as number;
 }
