@@ -3,7 +3,7 @@
 // record per participant how far the purge went so a resume from before it is
 // answered OUT_OF_RANGE.
 import type pg from 'pg';
-import { queryInOrder, withClient } from './client.js';
+import { inTransaction } from './client.js';
 import { beginSettlementSql } from './settlement.js';
 
 /** The statement of purgeConfirmations (exported for its plan test). */
@@ -41,13 +41,8 @@ export async function purgeConfirmations(db: pg.Pool, retentionSeconds: number, 
   // Planned like a settlement batch, for its parameters with scans and hash
   // joins off: as a plain statement, the forgetting of delivered ranges was a
   // hash join over all of confirmation_deliveries (settlement-plans.test.ts).
-  return withClient(db, async (client) => {
-    try {
-      const [, result] = await queryInOrder(client, [beginSettlementSql, { text: purgeConfirmationsSql, values: [retentionSeconds, limit] }, 'COMMIT']);
-      return (result as pg.QueryResult).rows[0].deleted as number;
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    }
+  return inTransaction(db, beginSettlementSql, async (client) => {
+    const result = await client.query({ text: purgeConfirmationsSql, values: [retentionSeconds, limit] });
+    return result.rows[0].deleted as number;
   });
 }
