@@ -54,6 +54,7 @@ const environment = z.object({
   CLEARING_BATCH_WAIT_MS: integer(0, 100, 0),
   CLEARING_BATCH_RETRY_MAX: integer(0, 20, 5),
   CLEARING_SETTLEMENT_PIPELINES: integer(1, 8, 2),
+  CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: integer(0, 8190, 500),
   CLEARING_SHUTDOWN_GRACE_MS: integer(0, 600_000, 10_000),
   CLEARING_RESERVATION_TIMEOUT_MS: integer(100, 600_000, 10_000),
   CLEARING_EXPIRY_SWEEP_INTERVAL_MS: integer(10, 60_000, 200),
@@ -88,6 +89,8 @@ export interface Config {
   batchRetryMax: number;
   /** How many settlement batches may be in flight at once (each its own transaction). */
   settlementPipelines: number;
+  /** Batches of at least this many operations are decided before their locks are taken (0 = never). */
+  decideAheadOperationsMin: number;
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs: number;
   /** How long a reservation waits for an EXPLICIT creditor's answer before it expires (AB05). */
@@ -152,6 +155,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchWaitMs: e.CLEARING_BATCH_WAIT_MS,
     batchRetryMax: e.CLEARING_BATCH_RETRY_MAX,
     settlementPipelines: e.CLEARING_SETTLEMENT_PIPELINES,
+    decideAheadOperationsMin: e.CLEARING_DECIDE_AHEAD_OPERATIONS_MIN,
     shutdownGraceMs: e.CLEARING_SHUTDOWN_GRACE_MS,
     seedDemo: e.CLEARING_SEED_DEMO,
     reservationTimeoutMs: e.CLEARING_RESERVATION_TIMEOUT_MS,

@@ -97,6 +97,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         batchWaitMs: config.batchWaitMs,
         batchRetryMax: config.batchRetryMax,
         settlementPipelines: config.settlementPipelines,
+        decideAheadOperationsMin: config.decideAheadOperationsMin,
         transferAmountMaxMinor: config.transferAmountMaxMinor,
         reservationTimeoutMs: config.reservationTimeoutMs,
       },

@@ -91,9 +91,13 @@ beforeAll(async () => {
   sql = new pg.Pool({ connectionString: database.url, max: 3 });
   sql.on('error', () => {});
   // Both start together: migrations are advisory-locked, so one applies them and the other waits.
+  // Every batch of transfers either node knows the rows of is decided ahead of
+  // its locks, so each node's expectation is regularly made wrong by the other
+  // and must be refused (settlement_expect) and decided again under the locks.
+  const env = { CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: '1' };
   [nodeA, nodeB] = await Promise.all([
-    startNodeProcess({ databaseUrl: database.url, name: 'node-a', logLinesMax: 5_000 }),
-    startNodeProcess({ databaseUrl: database.url, name: 'node-b', logLinesMax: 5_000 }),
+    startNodeProcess({ databaseUrl: database.url, name: 'node-a', logLinesMax: 5_000, env }),
+    startNodeProcess({ databaseUrl: database.url, name: 'node-b', logLinesMax: 5_000, env }),
   ]);
 });
 

@@ -716,10 +716,15 @@ async function checkRunOnOwnNode(r: Run): Promise<void> {
   }
 }
 
-describe('one node, many runs', () => {
+// Both ways of deciding a batch: read under its locks, and (every batch of
+// transfers on rows the node knows) decided ahead, then checked under the locks.
+describe.each([
+  { path: 'batches read under their locks', decideAheadOperationsMin: '0' },
+  { path: 'batches of transfers decided ahead of their locks', decideAheadOperationsMin: '1' },
+])('one node, many runs, $path', ({ decideAheadOperationsMin }) => {
   let t: TestNode;
   beforeAll(async () => {
-    t = await startTestNode(nodeEnvironment);
+    t = await startTestNode({ ...nodeEnvironment, CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: decideAheadOperationsMin });
   });
   afterAll(async () => {
     await t?.stop();

@@ -45,24 +45,35 @@ export async function inTransaction<T>(pool: pg.Pool, begin: string, run: (clien
 /**
  * Sends `queries` on one connection without waiting between them (the pool's
  * connections pipeline, and the socket is corked while they are queued, so
- * they leave in one write), then waits for all of them: one round trip and
- * one trip through this process's event loop for the lot. Throws the first
- * failure; Postgres then has aborted the transaction, so the queries after it
- * did nothing (a COMMIT after a failure rolls back).
+ * they leave in one write). Returns each query's promise, to be awaited in
+ * order; see queryInOrder.
  */
-export async function queryInOrder(client: pg.PoolClient, queries: (pg.QueryConfig | string)[]): Promise<pg.QueryResult[]> {
+export function sendInOrder(client: pg.PoolClient, queries: (pg.QueryConfig | string)[]): Promise<pg.QueryResult>[] {
   // Corked, the queries' messages leave in one write (one syscall, one wake-up
   // of the backend) instead of one write per query: a pipelined query is
   // written out as soon as it is queued. Uncorked whatever query() throws.
   // `connection.stream` is node-postgres' socket (not in its typings).
   const stream = (client as unknown as { connection?: { stream?: Partial<Writable> } }).connection?.stream;
   stream?.cork?.();
-  let sent: Promise<pg.QueryResult>[];
   try {
-    sent = queries.map((q) => client.query(q as pg.QueryConfig));
+    return queries.map((q) => client.query(q as pg.QueryConfig));
   } finally {
     stream?.uncork?.();
   }
+}
+
+/**
+ * Sends `queries` as sendInOrder does, then waits for all of them: one round
+ * trip and one trip through this process's event loop for the lot. Throws the
+ * first failure; Postgres then has aborted the transaction, so the queries
+ * after it did nothing (a COMMIT after a failure rolls back).
+ */
+export async function queryInOrder(client: pg.PoolClient, queries: (pg.QueryConfig | string)[]): Promise<pg.QueryResult[]> {
+  return settleInOrder(sendInOrder(client, queries));
+}
+
+/** Waits for every sent query; throws the first failure. */
+export async function settleInOrder(sent: Promise<pg.QueryResult>[]): Promise<pg.QueryResult[]> {
   const settled = await Promise.allSettled(sent);
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed !== undefined) throw failed.reason;

@@ -123,6 +123,12 @@ export interface BatchSnapshot {
   positionOperations: PositionOperationRow[];
 }
 
+/** The participants and positions a batch is decided against without reading them under its locks. */
+export interface ExpectedRows {
+  participants: ParticipantLockRow[];
+  positions: PositionRow[];
+}
+
 /** Everything a batch writes, set-based, in one statement. */
 export interface BatchWrites {
   operations: number;

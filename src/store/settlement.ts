@@ -9,6 +9,11 @@
 //   4. write transfers, positions, journal, operations, confirmations: one statement
 //   COMMIT
 //
+// Large batches may instead be decided before their locks are taken, against
+// what the node's own batches left in the rows, and sent as one round trip
+// (BEGIN, settlement_expect: the same sorted locks plus a check that every row
+// is as expected, the write, COMMIT): runExpectedSettlementBatch below.
+//
 // One lock per participant guards its positions too: every change to a
 // position goes through a settlement batch, and every batch locks the
 // participants of every position it changes. Sorted order means two batches
@@ -16,12 +21,13 @@
 // cycle. FOR NO KEY UPDATE: batches change counters, never keys, so other
 // transactions' foreign-key checks (FOR KEY SHARE) need not wait.
 import type pg from 'pg';
-import { queryInOrder, withClient } from './client.js';
+import { queryInOrder, sendInOrder, settleInOrder, withClient } from './client.js';
 import type {
   BatchKeys,
   BatchSnapshot,
   BatchWrites,
   ConfirmationRow,
+  ExpectedRows,
   JournalRow,
   ParticipantLockRow,
   PositionOperationRow,
@@ -373,7 +379,19 @@ export const transferColumns = `t.debtor_agent, t.instruction_id, t.end_to_end_i
   t.request_digest, t.status, t.reason_code, t.reason, t.received_at, t.reserved_at, t.final_at,
   t.expire_at, t.trace_id, t.creditor_sequence::text AS creditor_sequence, t.batch_id::text AS batch_id`;
 
-function readSnapshot(batchId: string, locked: pg.QueryResult, raw: Record<string, unknown>): BatchSnapshot {
+/** The parameters of readSnapshotSql for a batch's keys. */
+function snapshotValues(keys: BatchKeys): unknown[] {
+  return [
+    keys.positions.map((k) => k.bic),
+    keys.instructions.map((k) => k.debtorAgent),
+    keys.instructions.map((k) => k.instructionId),
+    keys.uetrs,
+    keys.requestIds,
+    keys.positions.map((k) => k.currency),
+  ];
+}
+
+function readSnapshot(batchId: string, locked: pg.QueryResult['rows'], raw: Record<string, unknown>): BatchSnapshot {
   const positions = raw.positions as {
     bic: string;
     currency: string;
@@ -407,7 +425,7 @@ function readSnapshot(batchId: string, locked: pg.QueryResult, raw: Record<strin
         updatedAt: new Date(r.updated_at),
       }),
     ),
-    participants: locked.rows.map(
+    participants: locked.map(
       (p): ParticipantLockRow => ({
         bic: p.bic,
         kind: p.kind,
@@ -460,18 +478,11 @@ export async function runSettlementBatch<R>(
         {
           name: 'settlement_read_snapshot',
           text: readSnapshotSql,
-          values: [
-            keys.positions.map((k) => k.bic),
-            keys.instructions.map((k) => k.debtorAgent),
-            keys.instructions.map((k) => k.instructionId),
-            keys.uetrs,
-            keys.requestIds,
-            keys.positions.map((k) => k.currency),
-          ],
+          values: snapshotValues(keys),
         },
       ]);
       const raw = (snapshotRows as pg.QueryResult).rows[0] as Record<string, unknown>;
-      const snapshot = readSnapshot(raw.batch_id as string, locked as pg.QueryResult, raw);
+      const snapshot = readSnapshot(raw.batch_id as string, (locked as pg.QueryResult).rows, raw);
       const { writes, result } = decide(snapshot);
       if (writes.operations > 0) {
         const { text, values, name } = writeBatch(snapshot.batchId, origin, writes, new Date());
@@ -480,6 +491,89 @@ export async function runSettlementBatch<R>(
         await client.query('COMMIT');
       }
       return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
+  });
+}
+
+const expectSql = `SELECT settlement_expect($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+  $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[])`;
+
+/**
+ * Runs one settlement batch decided against what `expect` returns, the
+ * participants and positions as this node's earlier batches left them,
+ * instead of against a read under the locks (migration 0003 says why). Two
+ * round trips, neither holding locks across the node's event loop:
+ *
+ *   1. BEGIN, read what the batch must check (instruction ids, UETRs, request
+ *      ids already used; no positions, no locks), COMMIT
+ *   2. `expect` (undefined: nothing more is done, `ran: false`), `decide`, then
+ *      BEGIN, settlement_expect (lock, sorted, and compare with the expected
+ *      rows), write, COMMIT — pipelined
+ *
+ * If anything differs, settlement_expect aborts with serialization_failure
+ * and nothing is written. An instruction id, UETR or request id taken after
+ * step 1 (by another batch in flight) fails the write's unique indexes the
+ * same way. Either way the caller decides again with runSettlementBatch.
+ */
+export async function runExpectedSettlementBatch<R>(
+  pool: pg.Pool,
+  origin: SettlementOrigin,
+  keys: BatchKeys,
+  expect: () => Promise<ExpectedRows | undefined>,
+  decide: (snapshot: BatchSnapshot) => { writes: BatchWrites; result: R },
+  /** Called once settlement_expect has answered: `held` the locks and found what was expected, or not. */
+  locked: (held: boolean) => void,
+): Promise<{ ran: true; result: R } | { ran: false }> {
+  return withClient(pool, async (client) => {
+    try {
+      const [, snapshotRows] = await queryInOrder(client, [
+        beginSettlementSql,
+        { name: 'settlement_read_snapshot', text: readSnapshotSql, values: snapshotValues({ ...keys, positions: [] }) },
+        'COMMIT',
+      ]);
+      const raw = (snapshotRows as pg.QueryResult).rows[0] as Record<string, unknown>;
+      const expected = await expect();
+      if (expected === undefined) return { ran: false };
+      const snapshot = readSnapshot(raw.batch_id as string, [], raw);
+      snapshot.participants = expected.participants;
+      snapshot.positions = expected.positions;
+      const { writes, result } = decide(snapshot);
+      // Only replays: answered from what step 1 read, all of it committed.
+      if (writes.operations === 0) return { ran: true, result };
+      const p = expected.participants;
+      const q = expected.positions;
+      const write = writeBatch(snapshot.batchId, origin, writes, new Date());
+      const sent = sendInOrder(client, [
+        beginSettlementSql,
+        {
+          name: 'settlement_expect',
+          text: expectSql,
+          values: [
+            p.map((r) => r.bic),
+            p.map((r) => r.kind),
+            p.map((r) => r.status),
+            p.map((r) => r.acceptanceMode),
+            p.map((r) => r.confirmationSequence.toString()),
+            p.map((r) => r.inboundSequence.toString()),
+            q.map((r) => r.bic),
+            q.map((r) => r.currency),
+            q.map((r) => r.balanceMinor.toString()),
+            q.map((r) => r.reservedMinor.toString()),
+            q.map((r) => r.debitCapMinor.toString()),
+          ],
+        },
+        write,
+        'COMMIT',
+      ]);
+      (sent[1] as Promise<pg.QueryResult>).then(
+        () => locked(true),
+        () => locked(false),
+      );
+      await settleInOrder(sent);
+      return { ran: true, result };
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
