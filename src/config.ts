@@ -55,6 +55,7 @@ const environment = z.object({
   CLEARING_BATCH_RETRY_MAX: integer(0, 20, 5),
   CLEARING_SETTLEMENT_PIPELINES: integer(1, 8, 2),
   CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: integer(0, 8190, 100),
+  CLEARING_DECIDE_AHEAD_COOLDOWN_MS: integer(0, 60_000, 1_000),
   CLEARING_SHUTDOWN_GRACE_MS: integer(0, 600_000, 10_000),
   CLEARING_RESERVATION_TIMEOUT_MS: integer(100, 600_000, 10_000),
   CLEARING_EXPIRY_SWEEP_INTERVAL_MS: integer(10, 60_000, 200),
@@ -91,6 +92,8 @@ export interface Config {
   settlementPipelines: number;
   /** Batches of at least this many operations are decided before their locks are taken (0 = never). */
   decideAheadOperationsMin: number;
+  /** After Postgres refused a batch decided ahead, batches are read under their locks for this long. */
+  decideAheadCooldownMs: number;
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs: number;
   /** How long a reservation waits for an EXPLICIT creditor's answer before it expires (AB05). */
@@ -139,6 +142,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         `CLEARING_BATCH_OPERATIONS_MAX=${e.CLEARING_BATCH_OPERATIONS_MAX} and CLEARING_SUBMIT_BATCH_TRANSFERS_MAX=${e.CLEARING_SUBMIT_BATCH_TRANSFERS_MAX}`,
     );
   }
+  // Only when set: the default above a small CLEARING_BATCH_OPERATIONS_MAX just means never.
+  if ('CLEARING_DECIDE_AHEAD_OPERATIONS_MIN' in present && e.CLEARING_DECIDE_AHEAD_OPERATIONS_MIN > e.CLEARING_BATCH_OPERATIONS_MAX) {
+    throw new ConfigError(
+      `invalid configuration:\n  CLEARING_DECIDE_AHEAD_OPERATIONS_MIN=${e.CLEARING_DECIDE_AHEAD_OPERATIONS_MIN} must not exceed ` +
+        `CLEARING_BATCH_OPERATIONS_MAX=${e.CLEARING_BATCH_OPERATIONS_MAX} (no batch could reach it); 0 turns deciding ahead off`,
+    );
+  }
   return {
     databaseUrl: e.DATABASE_URL,
     grpcAddress: e.CLEARING_GRPC_ADDRESS,
@@ -156,6 +166,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchRetryMax: e.CLEARING_BATCH_RETRY_MAX,
     settlementPipelines: e.CLEARING_SETTLEMENT_PIPELINES,
     decideAheadOperationsMin: e.CLEARING_DECIDE_AHEAD_OPERATIONS_MIN,
+    decideAheadCooldownMs: e.CLEARING_DECIDE_AHEAD_COOLDOWN_MS,
     shutdownGraceMs: e.CLEARING_SHUTDOWN_GRACE_MS,
     seedDemo: e.CLEARING_SEED_DEMO,
     reservationTimeoutMs: e.CLEARING_RESERVATION_TIMEOUT_MS,

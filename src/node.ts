@@ -98,6 +98,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         batchRetryMax: config.batchRetryMax,
         settlementPipelines: config.settlementPipelines,
         decideAheadOperationsMin: config.decideAheadOperationsMin,
+        decideAheadCooldownMs: config.decideAheadCooldownMs,
         transferAmountMaxMinor: config.transferAmountMaxMinor,
         reservationTimeoutMs: config.reservationTimeoutMs,
       },

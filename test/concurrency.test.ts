@@ -92,9 +92,11 @@ beforeAll(async () => {
   sql.on('error', () => {});
   // Both start together: migrations are advisory-locked, so one applies them and the other waits.
   // Every batch of transfers either node knows the rows of is decided ahead of
-  // its locks, so each node's expectation is regularly made wrong by the other
-  // and must be refused (settlement_expect) and decided again under the locks.
-  const env = { CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: '1' };
+  // its locks, even right after a refusal (no cooldown), so each node's
+  // expectation is regularly made wrong by the other and must be refused
+  // (settlement_expect) and decided again under the locks. Debug logs say
+  // which way each batch went.
+  const env = { CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: '1', CLEARING_DECIDE_AHEAD_COOLDOWN_MS: '0', CLEARING_LOG_LEVEL: 'debug' };
   [nodeA, nodeB] = await Promise.all([
     startNodeProcess({ databaseUrl: database.url, name: 'node-a', logLinesMax: 5_000, env }),
     startNodeProcess({ databaseUrl: database.url, name: 'node-b', logLinesMax: 5_000, env }),
@@ -258,6 +260,11 @@ describe('two node processes on one database, three hot banks', () => {
     // A batch that had to be retried is fine (the node absorbs it); one that failed is not.
     const logged = (node: NodeProcess, msg: string) => node.logEntries().filter((e) => e.msg === msg).length;
     for (const node of [nodeA, nodeB]) expect(logged(node, 'settlement batch failed; nothing applied'), node.name).toBe(0);
+    // Both ways of deciding ran while the other node wrote: batches decided ahead, and refusals.
+    const decidedAhead = (node: NodeProcess) =>
+      node.logEntries().filter((e) => e.msg === 'settlement batch committed' && e.path === 'expected').length;
+    const refused = (node: NodeProcess) => logged(node, 'settlement batch decided ahead did not hold; deciding under the locks');
+    expect(decidedAhead(nodeA) + decidedAhead(nodeB), `seed ${seed}`).toBeGreaterThan(0);
 
     const transfersPerSecond = Math.round((seen.length / loadMs) * 1000);
     console.log(
@@ -265,6 +272,7 @@ describe('two node processes on one database, three hot banks', () => {
         `settled ${settled.length} (node-a ${settledBy(nodeA.name)}, node-b ${settledBy(nodeB.name)}), rejected AM04 ${seen.length - settled.length}; ` +
         `batches ${batches.rows.map((r) => `${r.node_id} ${r.batches} (${r.operations} ops)`).join(', ')}; ` +
         `conflict retries node-a ${logged(nodeA, 'settlement batch conflicted; retrying')}, node-b ${logged(nodeB, 'settlement batch conflicted; retrying')}; ` +
+        `decided ahead node-a ${decidedAhead(nodeA)} (refused ${refused(nodeA)}), node-b ${decidedAhead(nodeB)} (refused ${refused(nodeB)}); ` +
         `monitor reads ${monitorReads}; balances ${positions.map((p) => `${p.bic}=${p.balanceMinor}`).join(' ')}`,
     );
   }, 60_000);

@@ -197,6 +197,11 @@ describe('configuration', () => {
     expect(() => loadConfig({ CLEARING_QUEUE_OPERATIONS_MAX: '10', CLEARING_BATCH_OPERATIONS_MAX: '100' })).toThrow(
       /CLEARING_QUEUE_OPERATIONS_MAX=10 must be at least CLEARING_BATCH_OPERATIONS_MAX=100/,
     );
+    expect(() => loadConfig({ CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: '200', CLEARING_BATCH_OPERATIONS_MAX: '100' })).toThrow(
+      /CLEARING_DECIDE_AHEAD_OPERATIONS_MIN=200 must not exceed CLEARING_BATCH_OPERATIONS_MAX=100/,
+    );
+    // Left at its default, the threshold above a small batch size just means never.
+    expect(loadConfig({ CLEARING_BATCH_OPERATIONS_MAX: '50' }).decideAheadOperationsMin).toBe(100);
   });
 
   test('the node refuses a non-loopback address without TLS', async () => {

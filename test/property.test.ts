@@ -724,7 +724,12 @@ describe.each([
 ])('one node, many runs, $path', ({ decideAheadOperationsMin }) => {
   let t: TestNode;
   beforeAll(async () => {
-    t = await startTestNode({ ...nodeEnvironment, CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: decideAheadOperationsMin });
+    t = await startTestNode({
+      ...nodeEnvironment,
+      CLEARING_DECIDE_AHEAD_OPERATIONS_MIN: decideAheadOperationsMin,
+      // Decided ahead again right after a refusal (an operator's change in a run): more batches take that path.
+      CLEARING_DECIDE_AHEAD_COOLDOWN_MS: '0',
+    });
   });
   afterAll(async () => {
     await t?.stop();

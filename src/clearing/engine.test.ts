@@ -3,18 +3,24 @@
 import { createHash, randomUUID } from 'node:crypto';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { createPool } from '../store/database.js';
 import { noObserver, SettlementEngine, type EngineObserver } from './engine.js';
-import type { Operation } from './batch.js';
+import type { Operation, OperationOutcome } from './batch.js';
 
 let db: TestDatabase;
+/** A pool as the node makes it (pipelined queries, its timeouts), for the engines. */
+let pool: pg.Pool;
 beforeAll(async () => {
   db = await createTestDatabase();
+  pool = createPool(db.url, 10);
   await db.pool.query(`INSERT INTO participants (bic, name, kind, status, acceptance_mode, settlement_currencies)
                        VALUES ('ENGNDEFFXXX', 'Engine test bank', 'BANK', 'ACTIVE', 'AUTOMATIC', '{EUR}')`);
   await db.pool.query(`INSERT INTO positions (bic, currency) VALUES ('ENGNDEFFXXX', 'EUR')`);
 });
 afterAll(async () => {
+  await pool?.end();
   await db?.drop();
 });
 
@@ -24,7 +30,7 @@ describe('SettlementEngine', () => {
     const logger = pino({ level: 'error' }, { write: (line: string) => void errors.push(JSON.parse(line)) });
     let handed = 0;
     const engine = new SettlementEngine(
-      db.pool,
+      pool,
       { nodeId: 'engine-test', notificationSource: 'engine-test' },
       {
         queueOperationsMax: 100,
@@ -33,6 +39,7 @@ describe('SettlementEngine', () => {
         batchRetryMax: 3,
         settlementPipelines: 1,
         decideAheadOperationsMin: 0,
+        decideAheadCooldownMs: 1_000,
         transferAmountMaxMinor: 1_000_000n,
         reservationTimeoutMs: 10_000,
       },
@@ -61,10 +68,10 @@ describe('SettlementEngine', () => {
 
 // --- deciding ahead ----------------------------------------------------------
 
-type Path = 'expected' | 'locked';
+type Attempt = 'expected' | 'locked' | 'failed';
 
 /** Records every attempt of every batch: committed on which path, or failed. */
-function recordingObserver(attempts: (Path | 'failed')[]): EngineObserver {
+function recordingObserver(attempts: Attempt[]): EngineObserver {
   return {
     ...noObserver,
     batch: () => ({
@@ -75,18 +82,19 @@ function recordingObserver(attempts: (Path | 'failed')[]): EngineObserver {
   };
 }
 
-function aheadEngine(name: string, observer: EngineObserver): SettlementEngine {
+function aheadEngine(name: string, observer: EngineObserver, settlementPipelines = 1, decideAheadCooldownMs = 1_000): SettlementEngine {
   return new SettlementEngine(
-    db.pool,
+    pool,
     { nodeId: name, notificationSource: name },
     {
-      queueOperationsMax: 100,
+      queueOperationsMax: 1_000,
       batchOperationsMax: 10,
       batchWaitMs: 0,
       batchRetryMax: 3,
-      settlementPipelines: 1,
+      settlementPipelines,
       // Every batch of transfers is decided ahead when this engine knows its rows.
       decideAheadOperationsMin: 1,
+      decideAheadCooldownMs,
       transferAmountMaxMinor: 1_000_000n,
       reservationTimeoutMs: 10_000,
     },
@@ -100,7 +108,7 @@ const call = { cancelled: () => false, deadlineMs: Infinity };
 const digestOf = (text: string) => createHash('sha256').update(text).digest();
 let ids = 0;
 
-function transferOf(debtorAgent: string, creditorAgent: string, amountMinor: bigint): Operation {
+function transferOf(debtorAgent: string, creditorAgent: string, amountMinor: bigint, intermediaryAgent = ''): Operation {
   const id = `ahead-${++ids}`;
   return {
     kind: 'transfer',
@@ -110,7 +118,7 @@ function transferOf(debtorAgent: string, creditorAgent: string, amountMinor: big
       uetr: randomUUID(),
       debtorAgent,
       creditorAgent,
-      intermediaryAgent: '',
+      intermediaryAgent,
       currency: 'EUR',
       amountMinor,
       debtorName: 'Debtor',
@@ -125,62 +133,148 @@ function transferOf(debtorAgent: string, creditorAgent: string, amountMinor: big
   };
 }
 
-function positionOperation(kind: 'FUND' | 'DEFUND', bic: string, amountMinor: bigint): Operation {
+function positionOperation(kind: 'FUND' | 'DEFUND' | 'SET_DEBIT_CAP', bic: string, amountMinor: bigint): Operation {
   const requestId = `ahead-${kind.toLowerCase()}-${++ids}`;
   return { kind, requestId, bic, currency: 'EUR', amountMinor, digest: digestOf(requestId) };
 }
 
-async function balanceOf(bic: string): Promise<bigint> {
-  const { rows } = await db.pool.query(`SELECT balance_minor::text AS balance FROM positions WHERE bic = $1 AND currency = 'EUR'`, [bic]);
-  return BigInt(rows[0].balance);
+async function positionOf(bic: string): Promise<{ balance: bigint; reserved: bigint }> {
+  const { rows } = await db.pool.query(
+    `SELECT balance_minor::text AS balance, reserved_minor::text AS reserved FROM positions WHERE bic = $1 AND currency = 'EUR'`,
+    [bic],
+  );
+  return { balance: BigInt(rows[0].balance), reserved: BigInt(rows[0].reserved) };
+}
+
+/** A transfer's status and reason code; an error's reason; else the kind of outcome. */
+const outcomeOf = (o: OperationOutcome | undefined) =>
+  o?.kind === 'transfer' ? `${o.transfer.status} ${o.transfer.reasonCode}`.trim() : o?.kind === 'error' ? o.error.reason : String(o?.kind);
+
+interface Banks {
+  debtor: string;
+  creditor: string;
+  /** A GATEWAY participant, named as intermediary agent. */
+  gateway: string;
+}
+
+let banksMade = 0;
+async function addParticipant(bic: string, kind: 'BANK' | 'GATEWAY', acceptanceMode: 'AUTOMATIC' | 'EXPLICIT'): Promise<void> {
+  await db.pool.query(
+    `INSERT INTO participants (bic, name, kind, status, acceptance_mode, settlement_currencies)
+     VALUES ($1, 'Ahead test participant', $2, 'ACTIVE', $3, '{EUR}')`,
+    [bic, kind, acceptanceMode],
+  );
+  await db.pool.query(`INSERT INTO positions (bic, currency) VALUES ($1, 'EUR')`, [bic]);
+}
+
+/**
+ * Fresh banks and a gateway; the debtor funded with 1,000 and given a debit
+ * cap of 1,000; then one transfer of 100 through the gateway: `engine` has
+ * read every one of their rows under its locks and knows them.
+ */
+async function banksKnownTo(engine: SettlementEngine, attempts: Attempt[]): Promise<Banks> {
+  banksMade += 1;
+  const tag = String.fromCharCode(65 + Math.floor(banksMade / 26), 65 + (banksMade % 26));
+  const banks = { debtor: `AD${tag}DEFFXXX`, creditor: `AC${tag}DEFFXXX`, gateway: `AG${tag}DEFFXXX` };
+  await addParticipant(banks.debtor, 'BANK', 'AUTOMATIC');
+  await addParticipant(banks.creditor, 'BANK', 'AUTOMATIC');
+  await addParticipant(banks.gateway, 'GATEWAY', 'AUTOMATIC');
+  await engine.submit([positionOperation('FUND', banks.debtor, 1_000n)], call);
+  await engine.submit([positionOperation('SET_DEBIT_CAP', banks.debtor, 1_000n)], call);
+  const [first] = await engine.submit([transferOf(banks.debtor, banks.creditor, 100n, banks.gateway)], call);
+  expect(outcomeOf(first)).toBe('SETTLED');
+  expect(attempts.splice(0)).toEqual(['locked', 'locked', 'locked']); // nothing known yet: read under the locks
+  return banks;
 }
 
 describe('a batch decided ahead of its locks', () => {
-  let pair = 0;
-  /** Two fresh banks, the debtor funded with 1,000, both known to `engine` (a first batch read them under its locks). */
-  async function banksKnownTo(engine: SettlementEngine, attempts: (Path | 'failed')[]): Promise<{ debtor: string; creditor: string }> {
-    pair += 1;
-    const tag = String.fromCharCode(65 + Math.floor(pair / 26), 65 + (pair % 26));
-    const debtor = `AD${tag}DEFFXXX`;
-    const creditor = `AC${tag}DEFFXXX`;
-    for (const bic of [debtor, creditor]) {
-      await db.pool.query(
-        `INSERT INTO participants (bic, name, kind, status, acceptance_mode, settlement_currencies)
-         VALUES ($1, 'Ahead test bank', 'BANK', 'ACTIVE', 'AUTOMATIC', '{EUR}')`,
-        [bic],
-      );
-      await db.pool.query(`INSERT INTO positions (bic, currency) VALUES ($1, 'EUR')`, [bic]);
-    }
-    await engine.submit([positionOperation('FUND', debtor, 1_000n)], call);
-    const [first] = await engine.submit([transferOf(debtor, creditor, 100n)], call);
-    expect(first).toMatchObject({ kind: 'transfer', transfer: { status: 'SETTLED' } });
-    expect(attempts.splice(0)).toEqual(['locked', 'locked']); // nothing known yet: read under the locks
-    return { debtor, creditor };
-  }
-
   test('once the node knows the rows, a batch of transfers is decided ahead and settles in arrival order', async () => {
-    const attempts: (Path | 'failed')[] = [];
+    const attempts: Attempt[] = [];
     const engine = aheadEngine('ahead-a', recordingObserver(attempts));
     engine.start();
     try {
       const { debtor, creditor } = await banksKnownTo(engine, attempts);
-      // 900 left: the first two fit, the third (together with them) does not.
+      // 900 + a cap of 1,000 available: the first two fit, the third (after them) does not.
       const outcomes = await engine.submit(
-        [transferOf(debtor, creditor, 400n), transferOf(debtor, creditor, 400n), transferOf(debtor, creditor, 400n)],
+        [transferOf(debtor, creditor, 800n), transferOf(debtor, creditor, 800n), transferOf(debtor, creditor, 800n)],
         call,
       );
-      expect(outcomes.map((o) => (o.kind === 'transfer' ? `${o.transfer.status} ${o.transfer.reasonCode}`.trim() : o.kind))).toEqual([
-        'SETTLED',
-        'SETTLED',
-        'REJECTED AM04',
-      ]);
+      expect(outcomes.map(outcomeOf)).toEqual(['SETTLED', 'SETTLED', 'REJECTED AM04']);
       expect(attempts).toEqual(['expected']);
-      expect(await balanceOf(debtor)).toBe(100n);
-      expect(await balanceOf(creditor)).toBe(900n);
+      expect(await positionOf(debtor)).toEqual({ balance: -700n, reserved: 0n });
+      expect((await positionOf(creditor)).balance).toBe(1_700n);
       // The sequences it expected are the ones stored: the next batch is decided ahead too.
       await engine.submit([transferOf(creditor, debtor, 50n)], call);
       expect(attempts).toEqual(['expected', 'expected']);
-      expect(await balanceOf(debtor)).toBe(150n);
+      expect((await positionOf(debtor)).balance).toBe(-650n);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('batches of three pipelines are decided ahead one after another, none refused', async () => {
+    const attempts: Attempt[] = [];
+    const engine = aheadEngine('ahead-pipelines', recordingObserver(attempts), 3);
+    engine.start();
+    try {
+      const { debtor, creditor } = await banksKnownTo(engine, attempts);
+      // Submitted together: up to three batches in flight at once, on the same two positions.
+      const calls = Array.from({ length: 60 }, (_, i) =>
+        engine.submit([i % 2 === 0 ? transferOf(debtor, creditor, 10n) : transferOf(creditor, debtor, 3n)], call),
+      );
+      const outcomes = (await Promise.all(calls)).flat();
+      expect(new Set(outcomes.map(outcomeOf))).toEqual(new Set(['SETTLED']));
+      // Each batch decided on what the one before it left, and took its locks after it.
+      expect(attempts.length).toBeGreaterThan(2);
+      expect(new Set(attempts)).toEqual(new Set(['expected']));
+      expect((await positionOf(debtor)).balance).toBe(900n - 30n * 10n + 30n * 3n);
+      expect((await positionOf(creditor)).balance).toBe(100n + 30n * 10n - 30n * 3n);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('a batch read under its locks started after one decided ahead waits for that one\'s locks instead of overtaking it', async () => {
+    const attempts: Attempt[] = [];
+    const engine = aheadEngine('ahead-order', recordingObserver(attempts), 2);
+    engine.start();
+    try {
+      const { debtor, creditor } = await banksKnownTo(engine, attempts);
+      for (let round = 0; round < 5; round++) {
+        const transfer = engine.submit([transferOf(debtor, creditor, 10n)], call);
+        // Taken by the first pipeline before the liquidity transfer is queued for the second.
+        await new Promise((resolve) => setImmediate(resolve));
+        // Liquidity transfers are always read under the locks. Decided ahead, the
+        // transfer first reads its ids (a round trip): had the liquidity transfer not
+        // waited for it, it would reach the locks first and make it wrong.
+        const fund = engine.submit([positionOperation('FUND', debtor, 1n)], call);
+        expect((await Promise.all([transfer, fund])).flat().map(outcomeOf)).toEqual(['SETTLED', 'position']);
+      }
+      // None refused (the order their commits are seen in may vary).
+      expect([...attempts].sort()).toEqual([...Array(5).fill('expected'), ...Array(5).fill('locked')]);
+      expect((await positionOf(debtor)).balance).toBe(900n - 50n + 5n);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('a batch decided ahead started after one read under its locks decides on what that one left', async () => {
+    const attempts: Attempt[] = [];
+    const engine = aheadEngine('ahead-order-2', recordingObserver(attempts), 2);
+    engine.start();
+    try {
+      const { debtor, creditor } = await banksKnownTo(engine, attempts);
+      for (let round = 0; round < 5; round++) {
+        const fund = engine.submit([positionOperation('FUND', debtor, 1n)], call);
+        await new Promise((resolve) => setImmediate(resolve));
+        // Had it not waited for the liquidity transfer's decision, it would decide
+        // on the balance before it, and Postgres would refuse it.
+        const transfer = engine.submit([transferOf(debtor, creditor, 10n)], call);
+        expect((await Promise.all([fund, transfer])).flat().map(outcomeOf)).toEqual(['position', 'SETTLED']);
+      }
+      // None refused (the order their commits are seen in may vary).
+      expect([...attempts].sort()).toEqual([...Array(5).fill('expected'), ...Array(5).fill('locked')]);
+      expect((await positionOf(debtor)).balance).toBe(900n + 5n - 50n);
     } finally {
       await engine.stop();
     }
@@ -188,51 +282,165 @@ describe('a batch decided ahead of its locks', () => {
 
   // What this node expects is never trusted: each row that changed underneath
   // it makes Postgres refuse the batch, which is then decided under its locks.
+  // One case per field a decision reads; each fails if settlement_expect
+  // leaves that field out.
   test.each([
     {
-      change: "another node takes liquidity out of the debtor's position",
-      apply: async (other: SettlementEngine, debtor: string) => {
-        await other.submit([positionOperation('DEFUND', debtor, 850n)], call);
+      change: "another node takes liquidity out of the debtor's position (balance)",
+      apply: async ({ other, banks }: Change) => {
+        await other.submit([positionOperation('DEFUND', banks.debtor, 850n)], call);
       },
+      amountMinor: 1_500n,
       outcome: 'REJECTED AM04',
-      debtorBalance: 50n,
+      debtor: { balance: 50n, reserved: 0n },
     },
     {
-      change: 'another node settles a transfer from the creditor to the debtor',
-      apply: async (other: SettlementEngine, debtor: string, creditor: string) => {
-        await other.submit([positionOperation('FUND', creditor, 10n)], call);
-        await other.submit([transferOf(creditor, debtor, 10n)], call);
+      change: "another node lowers the debtor's debit cap",
+      apply: async ({ other, banks }: Change) => {
+        await other.submit([positionOperation('SET_DEBIT_CAP', banks.debtor, 0n)], call);
       },
+      amountMinor: 1_500n,
+      outcome: 'REJECTED AM04',
+      debtor: { balance: 900n, reserved: 0n },
+    },
+    {
+      change: 'another node reserves on the debtor for an EXPLICIT creditor (reserved)',
+      apply: async ({ other, banks }: Change) => {
+        const explicit = banks.creditor.replace(/^AC/, 'AX');
+        await addParticipant(explicit, 'BANK', 'EXPLICIT');
+        const [reserved] = await other.submit([transferOf(banks.debtor, explicit, 1_000n)], call);
+        expect(outcomeOf(reserved)).toBe('RESERVED');
+      },
+      amountMinor: 1_500n,
+      outcome: 'REJECTED AM04',
+      debtor: { balance: 900n, reserved: 1_000n },
+    },
+    {
+      change: 'another node settles a transfer from the creditor to the debtor (balances and confirmation sequences)',
+      apply: async ({ other, banks }: Change) => {
+        await other.submit([positionOperation('FUND', banks.creditor, 10n)], call);
+        await other.submit([transferOf(banks.creditor, banks.debtor, 10n)], call);
+      },
+      amountMinor: 100n,
       outcome: 'SETTLED',
-      debtorBalance: 810n,
+      debtor: { balance: 810n, reserved: 0n },
     },
     {
-      change: 'an operator suspends the creditor',
-      apply: async (_other: SettlementEngine, _debtor: string, creditor: string) => {
-        await db.pool.query(`UPDATE participants SET status = 'SUSPENDED' WHERE bic = $1`, [creditor]);
+      change: 'an operator suspends the creditor (status)',
+      apply: async ({ banks }: Change) => {
+        await db.pool.query(`UPDATE participants SET status = 'SUSPENDED' WHERE bic = $1`, [banks.creditor]);
       },
+      amountMinor: 100n,
       outcome: 'REJECTED AG01',
-      debtorBalance: 900n,
+      debtor: { balance: 900n, reserved: 0n },
     },
-  ])('$change: the batch is refused and decided again under its locks', async ({ apply, outcome, debtorBalance }) => {
-    const attempts: (Path | 'failed')[] = [];
+    {
+      change: 'an operator switches the creditor to explicit acceptance (acceptance mode)',
+      apply: async ({ banks }: Change) => {
+        await db.pool.query(`UPDATE participants SET acceptance_mode = 'EXPLICIT' WHERE bic = $1`, [banks.creditor]);
+      },
+      amountMinor: 100n,
+      outcome: 'RESERVED',
+      debtor: { balance: 900n, reserved: 100n },
+    },
+    {
+      change: 'an operator suspends the gateway named as intermediary agent (its status)',
+      apply: async ({ banks }: Change) => {
+        await db.pool.query(`UPDATE participants SET status = 'SUSPENDED' WHERE bic = $1`, [banks.gateway]);
+      },
+      amountMinor: 100n,
+      outcome: 'REJECTED AG01',
+      debtor: { balance: 900n, reserved: 0n },
+    },
+    {
+      change: 'an operator turns the gateway into a bank (kind)',
+      apply: async ({ banks }: Change) => {
+        await db.pool.query(`UPDATE participants SET kind = 'BANK' WHERE bic = $1`, [banks.gateway]);
+      },
+      amountMinor: 100n,
+      outcome: 'REJECTED RC01',
+      debtor: { balance: 900n, reserved: 0n },
+    },
+  ])('$change: the batch is refused and decided again under its locks', async ({ apply, amountMinor, outcome, debtor }) => {
+    const attempts: Attempt[] = [];
     const engine = aheadEngine('ahead-b', recordingObserver(attempts));
     const other = aheadEngine('ahead-other', noObserver);
     engine.start();
     other.start();
     try {
-      const { debtor, creditor } = await banksKnownTo(engine, attempts);
-      await apply(other, debtor, creditor);
-      // By what this node knows (900 available, creditor active) the transfer settles.
-      const [result] = await engine.submit([transferOf(debtor, creditor, 100n)], call);
-      expect(result?.kind === 'transfer' ? `${result.transfer.status} ${result.transfer.reasonCode}`.trim() : result).toBe(outcome);
+      const banks = await banksKnownTo(engine, attempts);
+      await apply({ other, banks });
+      // By what this node knows (balance 900, cap 1,000, nothing reserved, every
+      // party active and as it was) the transfer settles.
+      const [result] = await engine.submit([transferOf(banks.debtor, banks.creditor, amountMinor, banks.gateway)], call);
+      expect(outcomeOf(result)).toBe(outcome);
       expect(attempts).toEqual(['failed', 'locked']);
-      expect(await balanceOf(debtor)).toBe(debtorBalance);
-      // After a wrong expectation the node reads under the locks for a while.
-      await engine.submit([transferOf(debtor, creditor, 1n)], call);
+      expect(await positionOf(banks.debtor)).toEqual(debtor);
+      // After a refusal the node reads under the locks for a while (the cooldown).
+      await engine.submit([transferOf(banks.debtor, banks.creditor, 1n, banks.gateway)], call);
       expect(attempts).toEqual(['failed', 'locked', 'locked']);
     } finally {
       await Promise.all([engine.stop(), other.stop()]);
     }
   });
+
+  // The inbound sequence orders an EXPLICIT creditor's stream of transfers
+  // waiting for its answer: a batch expecting an old one would hand out a
+  // number already taken (nothing else in the database stops that).
+  test("another node's reservation for the same EXPLICIT creditor (its inbound sequence): refused, and sequences stay unique", async () => {
+    const attempts: Attempt[] = [];
+    const engine = aheadEngine('ahead-d', recordingObserver(attempts), 1, 0);
+    const other = aheadEngine('ahead-other-d', noObserver);
+    engine.start();
+    other.start();
+    try {
+      const banks = await banksKnownTo(engine, attempts);
+      await db.pool.query(`UPDATE participants SET acceptance_mode = 'EXPLICIT' WHERE bic = $1`, [banks.creditor]);
+      const [mine] = await engine.submit([transferOf(banks.debtor, banks.creditor, 10n)], call);
+      expect(outcomeOf(mine)).toBe('RESERVED');
+      expect(attempts.splice(0)).toEqual(['failed', 'locked']); // the mode changed underneath
+      // Another node's reservation for the same creditor, from another debtor.
+      const otherDebtor = banks.debtor.replace(/^AD/, 'AO');
+      await addParticipant(otherDebtor, 'BANK', 'AUTOMATIC');
+      await other.submit([positionOperation('FUND', otherDebtor, 100n)], call);
+      const [theirs] = await other.submit([transferOf(otherDebtor, banks.creditor, 10n)], call);
+      expect(outcomeOf(theirs)).toBe('RESERVED');
+      // Only the creditor's inbound sequence differs from what this node expects.
+      const [next] = await engine.submit([transferOf(banks.debtor, banks.creditor, 10n)], call);
+      expect(outcomeOf(next)).toBe('RESERVED');
+      expect(attempts).toEqual(['failed', 'locked']);
+      const { rows } = await db.pool.query(
+        `SELECT creditor_sequence::text AS sequence FROM transfers WHERE creditor_agent = $1 AND status = 'RESERVED' ORDER BY creditor_sequence`,
+        [banks.creditor],
+      );
+      expect(rows.map((r) => r.sequence)).toEqual(['1', '2', '3']);
+    } finally {
+      await Promise.all([engine.stop(), other.stop()]);
+    }
+  });
+
+  test('replays are answered on the path decided ahead, from what its first round trip read', async () => {
+    const attempts: Attempt[] = [];
+    const engine = aheadEngine('ahead-c', recordingObserver(attempts));
+    engine.start();
+    try {
+      const { debtor, creditor } = await banksKnownTo(engine, attempts);
+      const first = transferOf(debtor, creditor, 5n);
+      // The same instruction twice in one batch: the second is a replay of the first.
+      const outcomes = await engine.submit([first, first], call);
+      expect(outcomes.map((o) => (o.kind === 'transfer' ? o.replayed : o.kind))).toEqual([false, true]);
+      expect(attempts).toEqual(['expected']);
+      // Stored now: a batch with it again is all replays (nothing to write), still decided ahead.
+      const [again] = await engine.submit([first], call);
+      expect(again).toMatchObject({ kind: 'transfer', replayed: true, transfer: { status: 'SETTLED' } });
+      expect(attempts).toEqual(['expected', 'expected']);
+    } finally {
+      await engine.stop();
+    }
+  });
 });
+
+interface Change {
+  other: SettlementEngine;
+  banks: Banks;
+}

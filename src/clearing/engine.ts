@@ -33,6 +33,13 @@ export interface EngineLimits {
    * (outside the locks) and pays off where the locked section is long.
    */
   decideAheadOperationsMin: number;
+  /**
+   * After Postgres refused a batch decided ahead (its rows had changed:
+   * another node, an operator), batches are read under their locks for this
+   * long: with another node settling on the same participants, expectations
+   * would mostly be wrong.
+   */
+  decideAheadCooldownMs: number;
   transferAmountMaxMinor: bigint;
   reservationTimeoutMs: number;
 }
@@ -92,6 +99,9 @@ export const noObserver: EngineObserver = {
 
 const retryBackoffBaseMs = 2;
 
+/** settlement_expect's refusal: the rows were not what the batch was decided against. */
+const isRefusal = (error: unknown) => (error as { code?: string } | undefined)?.code === '40001';
+
 export class SettlementEngine {
   // A ring-free FIFO: `head` advances on take and the array is compacted when
   // the consumed prefix gets large, so taking a batch is O(batch).
@@ -100,7 +110,7 @@ export class SettlementEngine {
   private sleepers: (() => void)[] = [];
   private stopping = false;
   private loops: Promise<void>[] | undefined;
-  private readonly expected = new ExpectedState();
+  private readonly expected: ExpectedState;
   /** Resolves when every batch started so far holds its locks and has decided (or failed). */
   private allDecided: Promise<void> = Promise.resolve();
   /** Resolves when every batch decided ahead so far holds its locks (or failed). */
@@ -126,6 +136,7 @@ export class SettlementEngine {
     if (!Number.isInteger(limits.decideAheadOperationsMin) || limits.decideAheadOperationsMin < 0) {
       throw new Error('engine limits: need decideAheadOperationsMin >= 0 (0 = never)');
     }
+    this.expected = new ExpectedState(limits.decideAheadCooldownMs);
   }
 
   get queueDepth(): number {
@@ -320,10 +331,10 @@ export class SettlementEngine {
                 return this.expected.rowsFor(operations, keys, Date.now());
               },
               decide,
-              (held) => {
-                // Refused: what it decided is not what the rows hold, so forget
-                // it before the next batch decides on it.
-                if (!held) this.expected.forget(Date.now(), true);
+              (failure) => {
+                // Failed (refused, or the locks not granted): what it decided
+                // will not commit, so forget it before the next batch decides on it.
+                if (failure !== undefined) this.expected.forget(Date.now(), isRefusal(failure));
                 turn.release();
               },
             );
@@ -350,8 +361,10 @@ export class SettlementEngine {
         return;
       } catch (error) {
         turn.release();
-        // Whatever this batch decided did not commit: expectations built on it are wrong.
-        this.expected.forget(Date.now(), path === 'expected');
+        // Whatever this batch decided did not commit: expectations built on it
+        // are wrong. Only a refusal (the rows were not as expected) says another
+        // writer is about; an instruction id or UETR taken meanwhile (23505) does not.
+        this.expected.forget(Date.now(), path === 'expected' && isRefusal(error));
         const retryable = isRetryableSettlementError(error);
         if (path === 'expected' && retryable) {
           // The rows changed since (another node, an operator), or an id was

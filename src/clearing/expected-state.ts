@@ -9,11 +9,7 @@ import assert from 'node:assert/strict';
 import type { BatchKeys, BatchSnapshot, BatchWrites, ExpectedRows, ParticipantLockRow, PositionRow } from '../store/rows.js';
 import type { Operation } from './batch.js';
 
-/**
- * After an expectation proved wrong (another node, an operator, a failed
- * batch), batches are read under their locks for this long: with two nodes
- * settling on the same participants, expectations would mostly be wrong.
- */
+/** The default of CLEARING_DECIDE_AHEAD_COOLDOWN_MS (EngineLimits.decideAheadCooldownMs). */
 export const expectationCooldownMs = 1_000;
 /** Participants remembered; beyond this the oldest is forgotten (its batches read under locks). */
 export const expectedParticipantsMax = 10_000;

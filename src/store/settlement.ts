@@ -517,6 +517,14 @@ const expectSql = `SELECT settlement_expect($1::text[], $2::text[], $3::text[], 
  * and nothing is written. An instruction id, UETR or request id taken after
  * step 1 (by another batch in flight) fails the write's unique indexes the
  * same way. Either way the caller decides again with runSettlementBatch.
+ *
+ * A replay (an instruction id already stored) is answered from what step 1
+ * read: a transfer still RESERVED then may have been finished since by a
+ * batch not yet committed at the time, which a read under the locks would
+ * have shown. Both answers are statuses the transfer had; a later replay
+ * shows the final one. Step 1 also takes the batch id, so a refused attempt
+ * leaves a gap in batch ids, which only identify batches (nothing reads
+ * their order).
  */
 export async function runExpectedSettlementBatch<R>(
   pool: pg.Pool,
@@ -524,8 +532,8 @@ export async function runExpectedSettlementBatch<R>(
   keys: BatchKeys,
   expect: () => Promise<ExpectedRows | undefined>,
   decide: (snapshot: BatchSnapshot) => { writes: BatchWrites; result: R },
-  /** Called once settlement_expect has answered: `held` the locks and found what was expected, or not. */
-  locked: (held: boolean) => void,
+  /** Called once settlement_expect has answered: no argument when it holds the locks and found what was expected, else its error. */
+  locked: (failure?: unknown) => void,
 ): Promise<{ ran: true; result: R } | { ran: false }> {
   return withClient(pool, async (client) => {
     try {
@@ -569,8 +577,8 @@ export async function runExpectedSettlementBatch<R>(
         'COMMIT',
       ]);
       (sent[1] as Promise<pg.QueryResult>).then(
-        () => locked(true),
-        () => locked(false),
+        () => locked(),
+        (error: unknown) => locked(error ?? new Error('settlement_expect failed')),
       );
       await settleInOrder(sent);
       return { ran: true, result };
