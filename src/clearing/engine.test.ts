@@ -327,36 +327,28 @@ describe('a batch decided ahead of its locks', () => {
     },
     {
       change: 'an operator suspends the creditor (status)',
-      apply: async ({ banks }: Change) => {
-        await db.pool.query(`UPDATE participants SET status = 'SUSPENDED' WHERE bic = $1`, [banks.creditor]);
-      },
+      apply: operatorSets('status', 'SUSPENDED', 'creditor'),
       amountMinor: 100n,
       outcome: 'REJECTED AG01',
       debtor: { balance: 900n, reserved: 0n },
     },
     {
       change: 'an operator switches the creditor to explicit acceptance (acceptance mode)',
-      apply: async ({ banks }: Change) => {
-        await db.pool.query(`UPDATE participants SET acceptance_mode = 'EXPLICIT' WHERE bic = $1`, [banks.creditor]);
-      },
+      apply: operatorSets('acceptance_mode', 'EXPLICIT', 'creditor'),
       amountMinor: 100n,
       outcome: 'RESERVED',
       debtor: { balance: 900n, reserved: 100n },
     },
     {
       change: 'an operator suspends the gateway named as intermediary agent (its status)',
-      apply: async ({ banks }: Change) => {
-        await db.pool.query(`UPDATE participants SET status = 'SUSPENDED' WHERE bic = $1`, [banks.gateway]);
-      },
+      apply: operatorSets('status', 'SUSPENDED', 'gateway'),
       amountMinor: 100n,
       outcome: 'REJECTED AG01',
       debtor: { balance: 900n, reserved: 0n },
     },
     {
       change: 'an operator turns the gateway into a bank (kind)',
-      apply: async ({ banks }: Change) => {
-        await db.pool.query(`UPDATE participants SET kind = 'BANK' WHERE bic = $1`, [banks.gateway]);
-      },
+      apply: operatorSets('kind', 'BANK', 'gateway'),
       amountMinor: 100n,
       outcome: 'REJECTED RC01',
       debtor: { balance: 900n, reserved: 0n },
@@ -443,4 +435,11 @@ describe('a batch decided ahead of its locks', () => {
 interface Change {
   other: SettlementEngine;
   banks: Banks;
+}
+
+/** An operator's change of one participant column, straight in the database. */
+function operatorSets(column: 'status' | 'acceptance_mode' | 'kind', value: string, who: keyof Banks) {
+  return async ({ banks }: Change) => {
+    await db.pool.query(`UPDATE participants SET ${column} = $2 WHERE bic = $1`, [banks[who], value]);
+  };
 }
