@@ -280,6 +280,33 @@ describe('a batch decided ahead of its locks', () => {
     }
   });
 
+  test("a batch waits only for earlier batches on its own participants: another bank's stuck lock does not hold it up", async () => {
+    const attempts: Attempt[] = [];
+    const engine = aheadEngine('ahead-unrelated', recordingObserver(attempts), 2);
+    engine.start();
+    const holder = await db.pool.connect();
+    try {
+      const { debtor, creditor, gateway } = await banksKnownTo(engine, attempts);
+      // Someone else (another node, an operator's transaction) holds the gateway's row.
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM participants WHERE bic = $1 FOR UPDATE', [gateway]);
+      const stuck = engine.submit([positionOperation('FUND', gateway, 1n)], call);
+      await new Promise((resolve) => setImmediate(resolve));
+      // Decided ahead on the debtor and the creditor while that batch waits for the gateway's lock.
+      const [result] = await engine.submit([transferOf(debtor, creditor, 10n)], call);
+      expect(outcomeOf(result)).toBe('SETTLED');
+      // Settled while the other batch still waited (its lock_timeout is 2 s): nothing else committed or failed yet.
+      expect(attempts).toEqual(['expected']);
+      await holder.query('COMMIT');
+      expect(outcomeOf((await stuck)[0])).toBe('position');
+      expect(attempts).toEqual(['expected', 'locked']);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await engine.stop();
+    }
+  });
+
   // What this node expects is never trusted: each row that changed underneath
   // it makes Postgres refuse the batch, which is then decided under its locks.
   // One case per field a decision reads; each fails if settlement_expect

@@ -99,6 +99,25 @@ export const noObserver: EngineObserver = {
 
 const retryBackoffBaseMs = 2;
 
+const noWait: Promise<void> = Promise.resolve();
+
+/**
+ * Makes `own` the last turn of each participant: the participant's turn then
+ * resolves when the earlier ones and `own` have. The entry is removed once
+ * it resolved and no later turn replaced it, so the map holds only
+ * participants with batches in flight.
+ */
+function chainTurn(turns: Map<string, Promise<void>>, participants: readonly string[], own: Promise<void>): void {
+  for (const bic of participants) {
+    const before = turns.get(bic);
+    const after = before === undefined ? own : Promise.all([before, own]).then(() => undefined);
+    turns.set(bic, after);
+    void after.then(() => {
+      if (turns.get(bic) === after) turns.delete(bic);
+    });
+  }
+}
+
 /** settlement_expect's refusal: the rows were not what the batch was decided against. */
 const isRefusal = (error: unknown) => (error as { code?: string } | undefined)?.code === '40001';
 
@@ -111,10 +130,14 @@ export class SettlementEngine {
   private stopping = false;
   private loops: Promise<void>[] | undefined;
   private readonly expected: ExpectedState;
-  /** Resolves when every batch started so far holds its locks and has decided (or failed). */
-  private allDecided: Promise<void> = Promise.resolve();
-  /** Resolves when every batch decided ahead so far holds its locks (or failed). */
-  private aheadLocked: Promise<void> = Promise.resolve();
+  /**
+   * Per participant with batches in flight: resolves when every batch started
+   * so far on it holds its locks and has decided (or failed). At most one
+   * entry per participant, removed once its batches have all decided.
+   */
+  private readonly decidedBy = new Map<string, Promise<void>>();
+  /** Per participant, likewise: when every batch decided ahead so far on it holds its locks (or failed). */
+  private readonly aheadLockedBy = new Map<string, Promise<void>>();
 
   constructor(
     private readonly pool: pg.Pool,
@@ -231,8 +254,13 @@ export class SettlementEngine {
   /**
    * Orders batches where deciding ahead needs it, and nowhere else.
    *
-   * A batch decided ahead (`ahead`) decides only after every batch started
-   * before it has decided, so this node's expectation includes their effects,
+   * Batches are ordered per participant: rows of participants no earlier
+   * batch in flight touches are as the node last left them, so a batch waits
+   * only for earlier batches that share a participant with it (one bank's
+   * stuck lock does not hold up the others' batches).
+   *
+   * A batch decided ahead (`ahead`) decides only after every such earlier
+   * batch has decided, so this node's expectation includes their effects,
    * and each of those holds its locks by then, so in Postgres it queues behind
    * them: two batches sent a moment apart on two connections otherwise reach
    * their locks in either order (measured: dozens of batches a second decided
@@ -247,12 +275,18 @@ export class SettlementEngine {
    * `release` is called once the batch holds its locks and has decided (or
    * has failed); until then the batches after it wait as described.
    */
-  private takeTurn(ahead: boolean): { ready: Promise<void>; release: () => void } {
+  private takeTurn(participants: readonly string[], ahead: boolean): { ready: Promise<void>; release: () => void } {
     let release!: () => void;
     const own = new Promise<void>((resolve) => (release = resolve));
-    const ready = ahead ? this.allDecided : this.aheadLocked;
-    this.allDecided = Promise.all([this.allDecided, own]).then(() => undefined);
-    if (ahead) this.aheadLocked = Promise.all([this.aheadLocked, own]).then(() => undefined);
+    const waitedFor = ahead ? this.decidedBy : this.aheadLockedBy;
+    const earlier: Promise<void>[] = [];
+    for (const bic of participants) {
+      const turn = waitedFor.get(bic);
+      if (turn !== undefined && !earlier.includes(turn)) earlier.push(turn);
+    }
+    chainTurn(this.decidedBy, participants, own);
+    if (ahead) chainTurn(this.aheadLockedBy, participants, own);
+    const ready = earlier.length === 0 ? noWait : Promise.all(earlier).then(() => undefined);
     return { ready, release };
   }
 
@@ -303,7 +337,7 @@ export class SettlementEngine {
       let batchId = 0n;
       let path: 'expected' | 'locked' = ahead ? 'expected' : 'locked';
       const observation = this.observer.batch(observed, attempt);
-      const turn = this.takeTurn(path === 'expected');
+      const turn = this.takeTurn(keys.participants, path === 'expected');
       try {
         const outcomes = await observation.run(async () => {
           const decide = (snapshot: BatchSnapshot) => {
