@@ -1,11 +1,12 @@
 // The engine answers only after COMMIT, and a committed batch stays committed
 // and answered whatever happens when it is handed to the streams afterwards.
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { createPool } from '../store/database.js';
+import { positionOperation as positionOperationOf, transferOperation } from '../../test/support/operations.js';
 import { noObserver, SettlementEngine, type EngineObserver } from './engine.js';
 import type { Operation, OperationOutcome } from './batch.js';
 
@@ -105,38 +106,10 @@ function aheadEngine(name: string, observer: EngineObserver, settlementPipelines
 }
 
 const call = { cancelled: () => false, deadlineMs: Infinity };
-const digestOf = (text: string) => createHash('sha256').update(text).digest();
-let ids = 0;
-
-function transferOf(debtorAgent: string, creditorAgent: string, amountMinor: bigint, intermediaryAgent = ''): Operation {
-  const id = `ahead-${++ids}`;
-  return {
-    kind: 'transfer',
-    transfer: {
-      instructionId: id,
-      endToEndId: id,
-      uetr: randomUUID(),
-      debtorAgent,
-      creditorAgent,
-      intermediaryAgent,
-      currency: 'EUR',
-      amountMinor,
-      debtorName: 'Debtor',
-      debtorIban: 'DE89370400440532013000',
-      creditorName: 'Creditor',
-      creditorIban: 'DE89370400440532013001',
-      remittanceInformation: '',
-    },
-    digest: digestOf(id),
-    receivedAt: new Date(),
-    traceId: '',
-  };
-}
-
-function positionOperation(kind: 'FUND' | 'DEFUND' | 'SET_DEBIT_CAP', bic: string, amountMinor: bigint): Operation {
-  const requestId = `ahead-${kind.toLowerCase()}-${++ids}`;
-  return { kind, requestId, bic, currency: 'EUR', amountMinor, digest: digestOf(requestId) };
-}
+const transferOf = (debtorAgent: string, creditorAgent: string, amountMinor: bigint, intermediaryAgent = ''): Operation =>
+  transferOperation('ahead', { debtorAgent, creditorAgent, intermediaryAgent }, amountMinor);
+const positionOperation = (kind: 'FUND' | 'DEFUND' | 'SET_DEBIT_CAP', bic: string, amountMinor: bigint): Operation =>
+  positionOperationOf('ahead', kind, bic, amountMinor);
 
 async function positionOf(bic: string): Promise<{ balance: bigint; reserved: bigint }> {
   const { rows } = await db.pool.query(

@@ -4,47 +4,11 @@ import { describe, expect, test } from 'vitest';
 import type { BatchSnapshot, BatchWrites, ParticipantLockRow, PositionRow } from '../store/rows.js';
 import { batchKeys, type Operation } from './batch.js';
 import { ExpectedState } from './expected-state.js';
+import { participantRow, positionRow, transferOperation } from '../../test/support/operations.js';
 
-const participant = (bic: string, confirmationSequence = 0n): ParticipantLockRow => ({
-  bic,
-  kind: 'BANK',
-  status: 'ACTIVE',
-  acceptanceMode: 'AUTOMATIC',
-  confirmationSequence,
-  inboundSequence: 0n,
-});
-const position = (bic: string, balanceMinor: bigint): PositionRow => ({
-  bic,
-  currency: 'EUR',
-  balanceMinor,
-  reservedMinor: 0n,
-  debitCapMinor: 0n,
-  updatedAt: new Date(0),
-});
-
-function transfer(debtorAgent: string, creditorAgent: string): Operation {
-  return {
-    kind: 'transfer',
-    transfer: {
-      instructionId: 'i',
-      endToEndId: 'e',
-      uetr: '00000000-0000-4000-8000-000000000000',
-      debtorAgent,
-      creditorAgent,
-      intermediaryAgent: '',
-      currency: 'EUR',
-      amountMinor: 1n,
-      debtorName: '',
-      debtorIban: '',
-      creditorName: '',
-      creditorIban: '',
-      remittanceInformation: '',
-    },
-    digest: Buffer.alloc(32),
-    receivedAt: new Date(0),
-    traceId: '',
-  };
-}
+const participant = (bic: string, confirmationSequence = 0n) => participantRow(bic, confirmationSequence);
+const position = positionRow;
+const transfer = (debtorAgent: string, creditorAgent: string): Operation => transferOperation('expected', { debtorAgent, creditorAgent }, 1n);
 
 const snapshot = (participants: ParticipantLockRow[], positions: PositionRow[]): BatchSnapshot => ({
   batchId: 1n,

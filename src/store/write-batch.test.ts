@@ -2,11 +2,11 @@
 // entries and confirmations of new transfers are not sent row by row but
 // derived in SQL from the transfers' columns and per-role sequence numbers
 // (writeBatch): what lands must still be, row for row, what decideBatch wrote.
-import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { decideBatch, type Operation } from '../clearing/batch.js';
-import type { BatchSnapshot, ParticipantLockRow, PositionRow } from './rows.js';
+import type { BatchSnapshot } from './rows.js';
+import { participantRow, positionOperation, positionRow, transferOperation } from '../../test/support/operations.js';
 import { beginSettlementSql, writeBatch } from './settlement.js';
 
 let db: TestDatabase;
@@ -22,72 +22,31 @@ const creditor = 'WRTCDEFFXXX';
 const explicitCreditor = 'WRTEDEFFXXX';
 const gateway = 'WRTGDEFFXXX';
 
-const participant = (bic: string, kind: 'BANK' | 'GATEWAY', acceptanceMode: 'AUTOMATIC' | 'EXPLICIT', sequence: bigint): ParticipantLockRow => ({
-  bic,
-  kind,
-  status: 'ACTIVE',
-  acceptanceMode,
-  confirmationSequence: sequence,
-  inboundSequence: 0n,
-});
-const position = (bic: string, balanceMinor: bigint): PositionRow => ({
-  bic,
-  currency: 'EUR',
-  balanceMinor,
-  reservedMinor: 0n,
-  debitCapMinor: 0n,
-  updatedAt: new Date(),
-});
-
-let ids = 0;
-function transfer(creditorAgent: string, amountMinor: bigint, intermediaryAgent = ''): Operation {
-  const id = `write-${++ids}`;
-  return {
-    kind: 'transfer',
-    transfer: {
-      instructionId: id,
-      endToEndId: id,
-      uetr: randomUUID(),
-      debtorAgent: debtor,
-      creditorAgent,
-      intermediaryAgent,
-      currency: 'EUR',
-      amountMinor,
-      debtorName: 'Debtor',
-      debtorIban: 'DE89370400440532013000',
-      creditorName: 'Creditor',
-      creditorIban: 'DE89370400440532013001',
-      remittanceInformation: '',
-    },
-    digest: createHash('sha256').update(id).digest(),
-    receivedAt: new Date(),
-    traceId: '',
-  };
-}
+const transfer = (creditorAgent: string, amountMinor: bigint, intermediaryAgent = ''): Operation =>
+  transferOperation('write', { debtorAgent: debtor, creditorAgent, intermediaryAgent }, amountMinor);
 
 describe('writeBatch', () => {
   test('journal entries and confirmations, derived or sent, are row for row what the batch decided', async () => {
     const snapshot: BatchSnapshot = {
       batchId: 77n,
       participants: [
-        participant(debtor, 'BANK', 'AUTOMATIC', 10n),
-        participant(creditor, 'BANK', 'AUTOMATIC', 20n),
-        participant(explicitCreditor, 'BANK', 'EXPLICIT', 30n),
-        participant(gateway, 'GATEWAY', 'AUTOMATIC', 40n),
+        participantRow(debtor, 10n),
+        participantRow(creditor, 20n),
+        participantRow(explicitCreditor, 30n, 'BANK', 'EXPLICIT'),
+        participantRow(gateway, 40n, 'GATEWAY'),
       ],
-      positions: [position(debtor, 1_000n), position(creditor, 0n), position(explicitCreditor, 0n), position(gateway, 0n)],
+      positions: [positionRow(debtor, 1_000n), positionRow(creditor, 0n), positionRow(explicitCreditor, 0n), positionRow(gateway, 0n)],
       transfers: [],
       uetrsInUse: [],
       positionOperations: [],
     };
-    const fundId = `write-fund-${++ids}`;
     const operations: Operation[] = [
       transfer(creditor, 100n), // settled: debtor and creditor confirmations, one entry
       transfer(creditor, 200n, gateway), // settled through the gateway: three confirmations
       transfer('WRTUDEFFXXX', 5n), // unknown creditor: rejected RC01, the debtor's confirmation only
       transfer(creditor, 5_000n), // too much: rejected AM04, two confirmations, no entry
       transfer(explicitCreditor, 50n), // reserved: no confirmation, no entry yet
-      { kind: 'FUND', requestId: fundId, bic: creditor, currency: 'EUR', amountMinor: 7n, digest: createHash('sha256').update(fundId).digest() },
+      positionOperation('write', 'FUND', creditor, 7n),
       transfer(creditor, 300n), // settled after the liquidity transfer, in arrival order
     ];
     const { writes } = decideBatch(operations, snapshot, { transferAmountMaxMinor: 1_000_000n, reservationTimeoutMs: 10_000, now: new Date() });
