@@ -135,19 +135,16 @@ function writes(kind: 'new' | 'finalizing'): BatchWrites {
     finalizedTransfers: kind === 'finalizing' ? rows : [],
     positions: [{ bic: bic(0), currency: 'EUR', balanceMinor: 1n, reservedMinor: 0n, debitCapMinor: 0n, updatedAt: new Date() }],
     participantSequences: [{ bic: bic(0), confirmationSequence: 1n, inboundSequence: 0n }],
-    // New settled transfers are booked (writeBatch derives those entries from the transfers).
-    journal:
-      kind === 'new'
-        ? rows.map((t) => ({
-            currency: t.currency,
-            debitAccount: t.debtorAgent,
-            creditAccount: t.creditorAgent,
-            amountMinor: t.amountMinor,
-            transferDebtorAgent: t.debtorAgent,
-            transferInstructionId: t.instructionId,
-            positionRequestId: null,
-          }))
-        : [],
+    // Settled transfers are booked (writeBatch derives those entries from the transfers).
+    journal: rows.map((t) => ({
+      currency: t.currency,
+      debitAccount: t.debtorAgent,
+      creditAccount: t.creditorAgent,
+      amountMinor: t.amountMinor,
+      transferDebtorAgent: t.debtorAgent,
+      transferInstructionId: t.instructionId,
+      positionRequestId: null,
+    })),
     positionOperations: [],
     confirmations: [],
     notifications: [],

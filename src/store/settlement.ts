@@ -129,61 +129,109 @@ const transferInsertColumns = `debtor_agent, instruction_id, end_to_end_id, uetr
       creditor_iban, remittance_information, request_digest, status, reason_code, reason,
       received_at, reserved_at, final_at, expire_at, trace_id, creditor_sequence`;
 
+/** The confirmation sequence numbers of some transfers, one array per role, aligned with the transfers. */
+interface DerivedSequences {
+  debtor: (string | null)[];
+  creditor: (string | null)[];
+  intermediary: (string | null)[];
+}
+
 /**
  * Splits a batch's journal entries and confirmations into those Postgres
- * derives from the batch's new transfers (only the confirmations' sequence
- * numbers are sent, one array per role, aligned with `w.transfers`) and the
- * rest, sent whole. Asserts that what is derived is what was decided.
+ * derives from the transfers the batch inserts or finalizes (only the
+ * confirmations' sequence numbers are sent, one array per role, aligned with
+ * `w.transfers` and `w.finalizedTransfers`) and the rest (liquidity
+ * transfers' entries), sent whole. Asserts that what is derived is what was
+ * decided.
  */
 function splitDerived(w: BatchWrites): {
-  debtorSequences: (string | null)[];
-  creditorSequences: (string | null)[];
-  intermediarySequences: (string | null)[];
+  inserted: DerivedSequences;
+  finalized: DerivedSequences;
   journal: JournalRow[];
   confirmations: ConfirmationRow[];
 } {
-  const count = w.transfers.length;
-  const debtorSequences = new Array<string | null>(count).fill(null);
-  const creditorSequences = new Array<string | null>(count).fill(null);
-  const intermediarySequences = new Array<string | null>(count).fill(null);
-  if (count === 0) return { debtorSequences, creditorSequences, intermediarySequences, journal: w.journal, confirmations: w.confirmations };
-  const newIndex = new Map<string, number>();
-  for (let i = 0; i < count; i++) {
-    const t = w.transfers[i] as TransferRow;
-    newIndex.set(`${t.debtorAgent}\u0000${t.instructionId}`, i);
+  const sequencesFor = (count: number): DerivedSequences => ({
+    debtor: new Array<string | null>(count).fill(null),
+    creditor: new Array<string | null>(count).fill(null),
+    intermediary: new Array<string | null>(count).fill(null),
+  });
+  const inserted = sequencesFor(w.transfers.length);
+  const finalized = sequencesFor(w.finalizedTransfers.length);
+  if (w.transfers.length + w.finalizedTransfers.length === 0) {
+    return { inserted, finalized, journal: w.journal, confirmations: w.confirmations };
   }
+  // Each transfer at most once per batch: inserted, or finalized.
+  const index = new Map<string, { row: TransferRow; at: number; sequences: DerivedSequences }>();
+  const add = (rows: TransferRow[], sequences: DerivedSequences) => {
+    for (let at = 0; at < rows.length; at++) {
+      const row = rows[at] as TransferRow;
+      const key = `${row.debtorAgent}\u0000${row.instructionId}`;
+      assert(!index.has(key), 'a transfer is inserted or finalized once per batch');
+      index.set(key, { row, at, sequences });
+    }
+  };
+  add(w.transfers, inserted);
+  add(w.finalizedTransfers, finalized);
   const confirmations: ConfirmationRow[] = [];
   for (const c of w.confirmations) {
-    const i = newIndex.get(`${c.debtorAgent}\u0000${c.instructionId}`);
-    if (i === undefined) {
+    const found = index.get(`${c.debtorAgent}\u0000${c.instructionId}`);
+    if (found === undefined) {
       confirmations.push(c);
       continue;
     }
-    const t = w.transfers[i] as TransferRow;
-    const sequences = c.role === 'DEBTOR' ? debtorSequences : c.role === 'CREDITOR' ? creditorSequences : intermediarySequences;
+    const { row: t, at, sequences } = found;
+    const role = c.role === 'DEBTOR' ? sequences.debtor : c.role === 'CREDITOR' ? sequences.creditor : sequences.intermediary;
     const bic = c.role === 'DEBTOR' ? t.debtorAgent : c.role === 'CREDITOR' ? t.creditorAgent : t.intermediaryAgent;
-    assert(sequences[i] === null, 'one confirmation per role and transfer');
+    assert(role[at] === null, 'one confirmation per role and transfer');
     assert(c.bic === bic && c.status === t.status && c.reasonCode === t.reasonCode && c.reason === t.reason && c.finalAt === t.finalAt,
-      'a new transfer\'s confirmation repeats its party, status, reason and final time');
-    sequences[i] = c.sequence.toString();
+      'a transfer\'s confirmation repeats its party, status, reason and final time');
+    role[at] = c.sequence.toString();
   }
   const journal: JournalRow[] = [];
   let derivedEntries = 0;
   for (const j of w.journal) {
-    const i = j.transferInstructionId === null ? undefined : newIndex.get(`${j.transferDebtorAgent}\u0000${j.transferInstructionId}`);
-    if (i === undefined) {
+    const found = j.transferInstructionId === null ? undefined : index.get(`${j.transferDebtorAgent}\u0000${j.transferInstructionId}`);
+    if (found === undefined) {
       journal.push(j);
       continue;
     }
-    const t = w.transfers[i] as TransferRow;
+    const t = found.row;
     assert(t.status === 'SETTLED' && j.debitAccount === t.debtorAgent && j.creditAccount === t.creditorAgent &&
-      j.amountMinor === t.amountMinor && j.currency === t.currency, 'a new transfer\'s entry books it from debtor to creditor');
+      j.amountMinor === t.amountMinor && j.currency === t.currency, 'a transfer\'s entry books it from debtor to creditor');
     derivedEntries += 1;
   }
-  let settledNew = 0;
-  for (const t of w.transfers) if (t.status === 'SETTLED') settledNew += 1;
-  assert(derivedEntries === settledNew, 'one journal entry per settled new transfer');
-  return { debtorSequences, creditorSequences, intermediarySequences, journal, confirmations };
+  let settled = 0;
+  for (const t of w.transfers) if (t.status === 'SETTLED') settled += 1;
+  for (const t of w.finalizedTransfers) if (t.status === 'SETTLED') settled += 1;
+  assert(derivedEntries === settled, 'one journal entry per settled transfer');
+  return { inserted, finalized, journal, confirmations };
+}
+
+/**
+ * The journal entries and confirmations of the transfers in `rows` (a CTE
+ * with the transfers' parties, amount, status, reason, final time and their
+ * confirmation sequence numbers), as decideBatch's settle() and confirm()
+ * made them.
+ */
+function derivedInserts(rows: string, batch: string, createdAt: () => string): string[] {
+  return [
+    `${rows}_journal AS (
+    INSERT INTO journal_entries (currency, debit_account, credit_account, amount_minor, transfer_debtor_agent,
+      transfer_instruction_id, position_request_id, batch_id, created_at)
+    SELECT currency, debtor_agent, creditor_agent, amount_minor, debtor_agent, instruction_id, NULL, ${batch}, ${createdAt()}
+      FROM ${rows} WHERE status = 'SETTLED'
+  )`,
+    `${rows}_confirmations AS (
+    INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status,
+      reason_code, reason, final_at, batch_id)
+    SELECT c.bic, c.sequence, r.debtor_agent, r.instruction_id, c.role, r.status, r.reason_code, r.reason, r.final_at, ${batch}
+      FROM ${rows} r
+     CROSS JOIN LATERAL (VALUES (r.debtor_agent, r.debtor_confirmation, 'DEBTOR'),
+                               (r.creditor_agent, r.creditor_confirmation, 'CREDITOR'),
+                               (r.intermediary_agent, r.intermediary_confirmation, 'INTERMEDIARY')) AS c(bic, sequence, role)
+     WHERE c.sequence IS NOT NULL
+  )`,
+  ];
 }
 
 /**
@@ -229,18 +277,20 @@ export function writeBatch(
     VALUES (${batch}, ${param(origin.nodeId, 'text')}, ${param(w.operations, 'integer')})
   )`);
   // The journal entries and confirmations of the batch's new transfers are
-  // derived here from the transfers' own columns, as decideBatch made them
+  // derived in SQL from the transfers' own columns, as decideBatch made them
   // (settle(): debtor to creditor, the amount; confirm(): the transfer's
   // status, reason and final time), so only their sequence numbers travel:
   // a 1,000-transfer batch sent ~48,000 array elements, about half of them
   // for these rows, and Postgres parses them (Bind) while the batch holds its
-  // locks. Entries and confirmations of finalized transfers and liquidity
-  // transfers still travel whole, below.
+  // locks. The same for transfers the batch finalizes (from the UPDATE's
+  // RETURNING); liquidity transfers' entries still travel whole, below.
   const derived = splitDerived(w);
   // The journal's time, sent once and only when some entry needs it (an
   // unused parameter has no type, which Postgres refuses).
   let createdAtParam: string | undefined;
   const createdAt = () => (createdAtParam ??= param(now, 'timestamptz'));
+  const sequenceParams = (sequences: DerivedSequences) =>
+    [sequences.debtor, sequences.creditor, sequences.intermediary].map((values) => param(values, 'bigint[]')).join(', ');
   if (w.transfers.length > 0) {
     shape += 'n';
     const newTransfer = unnest<TransferRow>(w.transfers, [
@@ -268,9 +318,7 @@ export function writeBatch(
       ['text', (t) => t.traceId],
       ['bigint', (t) => (t.creditorSequence === null ? null : str(t.creditorSequence))],
     ]);
-    const sequences = [derived.debtorSequences, derived.creditorSequences, derived.intermediarySequences]
-      .map((values) => param(values, 'bigint[]'))
-      .join(', ');
+    const sequences = sequenceParams(derived.inserted);
     ctes.push(`new_rows AS (
     SELECT * FROM ${newTransfer.slice(0, -1)}, ${sequences})
       AS t(${transferInsertColumns}, debtor_confirmation, creditor_confirmation, intermediary_confirmation)
@@ -279,43 +327,37 @@ export function writeBatch(
     INSERT INTO transfers (${transferInsertColumns}, batch_id)
     SELECT ${transferInsertColumns}, ${batch} FROM new_rows
   )`);
-    ctes.push(`new_journal AS (
-    INSERT INTO journal_entries (currency, debit_account, credit_account, amount_minor, transfer_debtor_agent,
-      transfer_instruction_id, position_request_id, batch_id, created_at)
-    SELECT currency, debtor_agent, creditor_agent, amount_minor, debtor_agent, instruction_id, NULL, ${batch}, ${createdAt()}
-      FROM new_rows WHERE status = 'SETTLED'
-  )`);
-    ctes.push(`new_confirmations AS (
-    INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status,
-      reason_code, reason, final_at, batch_id)
-    SELECT c.bic, c.sequence, r.debtor_agent, r.instruction_id, c.role, r.status, r.reason_code, r.reason, r.final_at, ${batch}
-      FROM new_rows r
-     CROSS JOIN LATERAL (VALUES (r.debtor_agent, r.debtor_confirmation, 'DEBTOR'),
-                               (r.creditor_agent, r.creditor_confirmation, 'CREDITOR'),
-                               (r.intermediary_agent, r.intermediary_confirmation, 'INTERMEDIARY')) AS c(bic, sequence, role)
-     WHERE c.sequence IS NOT NULL
-  )`);
+    ctes.push(...derivedInserts('new_rows', batch, createdAt));
   }
   if (w.finalizedTransfers.length > 0) {
     shape += 'f';
-    ctes.push(`finalized_transfers AS (
+    const finalizing = unnest<TransferRow>(w.finalizedTransfers, [
+      ['text', (t) => t.debtorAgent],
+      ['text', (t) => t.instructionId],
+      ['text', (t) => t.status],
+      ['text', (t) => t.reasonCode],
+      ['text', (t) => t.reason],
+      ['timestamptz', (t) => iso(t.finalAt)],
+    ]);
+    // RETURNING the finalized rows: their entries and confirmations are
+    // derived from what the UPDATE changed.
+    ctes.push(`finalized_rows AS (
     UPDATE transfers t
        SET status = f.status, reason_code = f.reason_code, reason = f.reason, final_at = f.final_at,
            batch_id = ${batch}
-      FROM ${unnest<TransferRow>(w.finalizedTransfers, [
-        ['text', (t) => t.debtorAgent],
-        ['text', (t) => t.instructionId],
-        ['text', (t) => t.status],
-        ['text', (t) => t.reasonCode],
-        ['text', (t) => t.reason],
-        ['timestamptz', (t) => iso(t.finalAt)],
-      ])} AS f(debtor_agent, instruction_id, status, reason_code, reason, final_at)
+      FROM ${finalizing.slice(0, -1)}, ${sequenceParams(derived.finalized)})
+        AS f(debtor_agent, instruction_id, status, reason_code, reason, final_at,
+             debtor_confirmation, creditor_confirmation, intermediary_confirmation)
      WHERE t.debtor_agent = f.debtor_agent AND t.instruction_id = f.instruction_id
        -- Still RESERVED (final_at IS NULL exactly then, by a CHECK). Not written as
        -- status = 'RESERVED': that matches the partial indexes of reserved transfers,
        -- and with stale statistics the plan scanned all reserved transfers per batch.
        AND t.final_at IS NULL
+    RETURNING t.debtor_agent, t.instruction_id, t.creditor_agent, t.intermediary_agent, t.currency, t.amount_minor,
+              t.status, t.reason_code, t.reason, t.final_at,
+              f.debtor_confirmation, f.creditor_confirmation, f.intermediary_confirmation
   )`);
+    ctes.push(...derivedInserts('finalized_rows', batch, createdAt));
   }
   if (w.positions.length > 0) {
     shape += 'p';

@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { decideBatch, type Operation } from '../clearing/batch.js';
-import type { BatchSnapshot } from './rows.js';
+import type { BatchSnapshot, BatchWrites, TransferRow } from './rows.js';
+import { randomUUID } from 'node:crypto';
 import { participantRow, positionOperation, positionRow, transferOperation } from '../../test/support/operations.js';
 import { beginSettlementSql, writeBatch } from './settlement.js';
 
@@ -60,57 +61,100 @@ describe('writeBatch', () => {
       );
       await db.pool.query(`INSERT INTO positions (bic, currency) VALUES ($1, 'EUR')`, [p.bic]);
     }
-    const { text, values, name } = writeBatch(snapshot.batchId, { nodeId: 'write-test', notificationSource: 'write-test' }, writes, new Date());
-    const client = await db.pool.connect();
-    try {
-      await client.query(beginSettlementSql);
-      await client.query({ text, values, name });
-      await client.query('COMMIT');
-    } finally {
-      client.release();
-    }
+    await storeAndCompare(snapshot.batchId, writes);
 
-    const confirmations = await db.pool.query(
-      `SELECT bic, sequence::text AS sequence, debtor_agent, instruction_id, role, status, reason_code, reason, final_at
-         FROM confirmations WHERE batch_id = $1 ORDER BY bic, sequence`,
-      [snapshot.batchId.toString()],
+    // A second batch finalizes the reserved transfer (the creditor accepts) and
+    // rejects another that expired: their entries and confirmations come from
+    // the UPDATE's RETURNING.
+    const reservedRow = writes.transfers.find((t) => t.status === 'RESERVED');
+    expect(reservedRow).toBeDefined();
+    const reserved = reservedRow as TransferRow;
+    const expiring = { ...reserved, instructionId: 'write-expiring', uetr: randomUUID(), expireAt: new Date(Date.now() - 1_000) };
+    await db.pool.query(
+      `INSERT INTO transfers (debtor_agent, instruction_id, end_to_end_id, uetr, creditor_agent, currency, amount_minor,
+         debtor_name, debtor_iban, creditor_name, creditor_iban, request_digest, status, received_at, reserved_at, expire_at, batch_id)
+       VALUES ($1, $2, $2, $3, $4, 'EUR', $5, 'n', 'i', 'n', 'i', '\\x00', 'RESERVED', now(), now(), $6, 77)`,
+      [expiring.debtorAgent, expiring.instructionId, expiring.uetr, expiring.creditorAgent, expiring.amountMinor.toString(), expiring.expireAt],
     );
-    expect(confirmations.rows).toEqual(
-      [...writes.confirmations]
-        .sort((a, b) => (a.bic === b.bic ? Number(a.sequence - b.sequence) : a.bic < b.bic ? -1 : 1))
-        .map((c) => ({
-          bic: c.bic,
-          sequence: c.sequence.toString(),
-          debtor_agent: c.debtorAgent,
-          instruction_id: c.instructionId,
-          role: c.role,
-          status: c.status,
-          reason_code: c.reasonCode,
-          reason: c.reason,
-          final_at: c.finalAt,
-        })),
-    );
-    const journal = await db.pool.query(
-      `SELECT currency, debit_account, credit_account, amount_minor::text AS amount_minor, transfer_debtor_agent,
-              transfer_instruction_id, position_request_id
-         FROM journal_entries WHERE batch_id = $1`,
-      [snapshot.batchId.toString()],
-    );
-    const entry = (j: Record<string, unknown>) => JSON.stringify(j);
-    expect(journal.rows.map(entry).sort()).toEqual(
-      writes.journal
-        .map((j) =>
-          entry({
-            currency: j.currency,
-            debit_account: j.debitAccount,
-            credit_account: j.creditAccount,
-            amount_minor: j.amountMinor.toString(),
-            transfer_debtor_agent: j.transferDebtorAgent,
-            transfer_instruction_id: j.transferInstructionId,
-            position_request_id: j.positionRequestId,
-          }),
-        )
-        .sort(),
-    );
+    const second: BatchSnapshot = {
+      batchId: 78n,
+      participants: snapshot.participants.map((p) => ({ ...p, confirmationSequence: p.confirmationSequence + 100n })),
+      positions: [positionRow(debtor, 1_000n), positionRow(explicitCreditor, 0n)].map((p) =>
+        p.bic === debtor ? { ...p, reservedMinor: reserved.amountMinor + expiring.amountMinor } : p,
+      ),
+      transfers: [reserved, expiring],
+      uetrsInUse: [],
+      positionOperations: [],
+    };
+    const finalizing = decideBatch(
+      [
+        { kind: 'answer', transfer: reserved, decision: 'ACCEPT', reasonCode: '' },
+        { kind: 'expire', transfer: expiring },
+      ],
+      second,
+      { transferAmountMaxMinor: 1_000_000n, reservationTimeoutMs: 10_000, now: new Date() },
+    ).writes;
+    expect(finalizing.finalizedTransfers.map((t) => t.status)).toEqual(['SETTLED', 'EXPIRED']);
+    expect(finalizing.confirmations).toHaveLength(4);
+    expect(finalizing.journal).toHaveLength(1);
+    await storeAndCompare(second.batchId, finalizing);
+    const stored = await db.pool.query(`SELECT instruction_id, status, batch_id::text AS batch_id FROM transfers WHERE batch_id = 78 ORDER BY instruction_id`);
+    expect(stored.rows.map((r) => `${r.instruction_id} ${r.status}`)).toEqual([`${reserved.instructionId} SETTLED`, 'write-expiring EXPIRED']);
   });
 });
+
+/** Writes `writes` as the settlement transaction does, then compares the stored entries and confirmations with them. */
+async function storeAndCompare(batchId: bigint, writes: BatchWrites): Promise<void> {
+  const { text, values, name } = writeBatch(batchId, { nodeId: 'write-test', notificationSource: 'write-test' }, writes, new Date());
+  const client = await db.pool.connect();
+  try {
+    await client.query(beginSettlementSql);
+    await client.query({ text, values, name });
+    await client.query('COMMIT');
+  } finally {
+    client.release();
+  }
+
+  const confirmations = await db.pool.query(
+    `SELECT bic, sequence::text AS sequence, debtor_agent, instruction_id, role, status, reason_code, reason, final_at
+       FROM confirmations WHERE batch_id = $1 ORDER BY bic, sequence`,
+    [batchId.toString()],
+  );
+  expect(confirmations.rows).toEqual(
+    [...writes.confirmations]
+      .sort((a, b) => (a.bic === b.bic ? Number(a.sequence - b.sequence) : a.bic < b.bic ? -1 : 1))
+      .map((c) => ({
+        bic: c.bic,
+        sequence: c.sequence.toString(),
+        debtor_agent: c.debtorAgent,
+        instruction_id: c.instructionId,
+        role: c.role,
+        status: c.status,
+        reason_code: c.reasonCode,
+        reason: c.reason,
+        final_at: c.finalAt,
+      })),
+  );
+  const journal = await db.pool.query(
+    `SELECT currency, debit_account, credit_account, amount_minor::text AS amount_minor, transfer_debtor_agent,
+            transfer_instruction_id, position_request_id
+       FROM journal_entries WHERE batch_id = $1`,
+    [batchId.toString()],
+  );
+  const entry = (j: Record<string, unknown>) => JSON.stringify(j);
+  expect(journal.rows.map(entry).sort()).toEqual(
+    writes.journal
+      .map((j) =>
+        entry({
+          currency: j.currency,
+          debit_account: j.debitAccount,
+          credit_account: j.creditAccount,
+          amount_minor: j.amountMinor.toString(),
+          transfer_debtor_agent: j.transferDebtorAgent,
+          transfer_instruction_id: j.transferInstructionId,
+          position_request_id: j.positionRequestId,
+        }),
+      )
+      .sort(),
+  );
+}
