@@ -16,6 +16,7 @@ import type {
   PositionOperationKind,
   PositionOperationRow,
   PositionRow,
+  TransferConfirmationSequences,
   TransferRow,
 } from '../store/rows.js';
 
@@ -90,7 +91,8 @@ export interface BatchRules {
   now: Date;
 }
 
-const positionKey = (bic: string, currency: string) => `${bic}\u0000${currency}`;
+/** A position's key in maps: BIC and currency. */
+export const positionKey = (bic: string, currency: string) => `${bic}\u0000${currency}`;
 const instructionKey = (debtorAgent: string, instructionId: string) => `${debtorAgent}\u0000${instructionId}`;
 
 /** What a batch of operations must lock and look up. */
@@ -160,11 +162,14 @@ export function decideBatch(
     journal: [],
     positionOperations: [],
     confirmations: [],
+    transferConfirmations: { debtor: [], creditor: [], intermediary: [] },
+    finalizedConfirmations: { debtor: [], creditor: [], intermediary: [] },
   };
 
-  const confirm = (bic: string, role: ConfirmationRow['role'], row: TransferRow) => {
+  /** Confirms `row` to `bic` (when it is a participant and the transfer is final); returns the sequence number or null. */
+  const confirm = (bic: string, role: ConfirmationRow['role'], row: TransferRow): bigint | null => {
     const participant = participants.get(bic);
-    if (participant === undefined || row.finalAt === null || row.status === 'RESERVED') return;
+    if (participant === undefined || row.finalAt === null || row.status === 'RESERVED') return null;
     participant.confirmationSequence += 1n;
     sequenced.add(participant);
     confirmed.add(bic);
@@ -179,12 +184,14 @@ export function decideBatch(
       reason: row.reason,
       finalAt: row.finalAt,
     });
+    return participant.confirmationSequence;
   };
 
-  const confirmAll = (row: TransferRow) => {
-    confirm(row.debtorAgent, 'DEBTOR', row);
-    confirm(row.creditorAgent, 'CREDITOR', row);
-    if (row.intermediaryAgent !== '') confirm(row.intermediaryAgent, 'INTERMEDIARY', row);
+  /** Confirms `row` to every party; the sequence numbers go to `into`, aligned with the list `row` was just added to. */
+  const confirmAll = (row: TransferRow, into: TransferConfirmationSequences) => {
+    into.debtor.push(confirm(row.debtorAgent, 'DEBTOR', row));
+    into.creditor.push(confirm(row.creditorAgent, 'CREDITOR', row));
+    into.intermediary.push(row.intermediaryAgent === '' ? null : confirm(row.intermediaryAgent, 'INTERMEDIARY', row));
   };
 
   /** Moves the money: debit the debtor, credit the creditor, two journal entries. */
@@ -225,7 +232,7 @@ export function decideBatch(
     if (status === 'SETTLED') settle(row, debtorPosition, creditorPosition);
     transfers.set(instructionKey(row.debtorAgent, row.instructionId), row);
     writes.finalizedTransfers.push(row);
-    confirmAll(row);
+    confirmAll(row, writes.finalizedConfirmations);
     return row;
   };
 
@@ -343,7 +350,7 @@ export function decideBatch(
     inserted.add(row);
     if (row.reasonCode !== 'DUPL') uetrsInUse.add(t.uetr);
     writes.transfers.push(row);
-    confirmAll(row);
+    confirmAll(row, writes.transferConfirmations);
     return { kind: 'transfer', transfer: row, replayed: false };
   };
 

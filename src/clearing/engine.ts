@@ -348,7 +348,8 @@ export class SettlementEngine {
             });
             written = decided.writes;
             batchId = snapshot.batchId;
-            this.expected.decided(snapshot, decided.writes);
+            // Remembered only where it may be used: with deciding ahead off, no copies per batch.
+            if (this.limits.decideAheadOperationsMin > 0) this.expected.decided(snapshot, decided.writes);
             // Read under its locks, the batch holds them already: the next may
             // decide. (Decided ahead, it waits for settlement_expect's answer.)
             if (path === 'locked') turn.release();

@@ -28,6 +28,8 @@ const noWrites: BatchWrites = {
   positionOperations: [],
   journal: [],
   confirmations: [],
+  transferConfirmations: { debtor: [], creditor: [], intermediary: [] },
+  finalizedConfirmations: { debtor: [], creditor: [], intermediary: [] },
   notifications: [],
 };
 

@@ -7,7 +7,7 @@
 // expectation costs a round trip, never money.
 import assert from 'node:assert/strict';
 import type { BatchKeys, BatchSnapshot, BatchWrites, ExpectedRows, ParticipantLockRow, PositionRow } from '../store/rows.js';
-import type { Operation } from './batch.js';
+import { positionKey, type Operation } from './batch.js';
 
 /** The default of CLEARING_DECIDE_AHEAD_COOLDOWN_MS (EngineLimits.decideAheadCooldownMs). */
 export const expectationCooldownMs = 1_000;
@@ -15,8 +15,6 @@ export const expectationCooldownMs = 1_000;
 export const expectedParticipantsMax = 10_000;
 /** Positions remembered, likewise. */
 export const expectedPositionsMax = 20_000;
-
-const positionKey = (bic: string, currency: string) => `${bic}\u0000${currency}`;
 
 export class ExpectedState {
   private participants = new Map<string, ParticipantLockRow>();

@@ -129,6 +129,17 @@ export interface ExpectedRows {
   positions: PositionRow[];
 }
 
+/**
+ * The confirmation sequence numbers a batch gave some transfers, one array
+ * per role, aligned with a list of transfers; null where that party gets no
+ * confirmation (not final yet, no intermediary, an unknown creditor).
+ */
+export interface TransferConfirmationSequences {
+  debtor: (bigint | null)[];
+  creditor: (bigint | null)[];
+  intermediary: (bigint | null)[];
+}
+
 /** Everything a batch writes, set-based, in one statement. */
 export interface BatchWrites {
   operations: number;
@@ -140,7 +151,12 @@ export interface BatchWrites {
   participantSequences: { bic: string; confirmationSequence: bigint; inboundSequence: bigint }[];
   journal: JournalRow[];
   positionOperations: PositionOperationRow[];
+  /** Every confirmation, for the streams; each is also in transferConfirmations or finalizedConfirmations. */
   confirmations: ConfirmationRow[];
+  /** The sequence numbers of `confirmations`, aligned with `transfers`. */
+  transferConfirmations: TransferConfirmationSequences;
+  /** Likewise, aligned with `finalizedTransfers`. */
+  finalizedConfirmations: TransferConfirmationSequences;
   /** Participants with new inbound transfers or confirmations, to wake their streams. */
   notifications: string[];
 }

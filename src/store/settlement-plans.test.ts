@@ -127,6 +127,12 @@ function transferRow(i: number): TransferRow {
   };
 }
 
+const noSequences = (count: number) => ({
+  debtor: new Array<bigint | null>(count).fill(null),
+  creditor: new Array<bigint | null>(count).fill(null),
+  intermediary: new Array<bigint | null>(count).fill(null),
+});
+
 function writes(kind: 'new' | 'finalizing'): BatchWrites {
   const rows = Array.from({ length: batchSize }, (_, i) => transferRow(transfersStored + 1 + i * 20));
   return {
@@ -147,6 +153,9 @@ function writes(kind: 'new' | 'finalizing'): BatchWrites {
     })),
     positionOperations: [],
     confirmations: [],
+    // No confirmations (the statement's plan is what is checked): every sequence number null.
+    transferConfirmations: noSequences(kind === 'new' ? rows.length : 0),
+    finalizedConfirmations: noSequences(kind === 'finalizing' ? rows.length : 0),
     notifications: [],
   };
 }

@@ -27,12 +27,12 @@ import type {
   BatchKeys,
   BatchSnapshot,
   BatchWrites,
-  ConfirmationRow,
   ExpectedRows,
   JournalRow,
   ParticipantLockRow,
   PositionOperationRow,
   PositionRow,
+  TransferConfirmationSequences,
   TransferRow,
 } from './rows.js';
 
@@ -129,82 +129,26 @@ const transferInsertColumns = `debtor_agent, instruction_id, end_to_end_id, uetr
       creditor_iban, remittance_information, request_digest, status, reason_code, reason,
       received_at, reserved_at, final_at, expire_at, trace_id, creditor_sequence`;
 
-/** The confirmation sequence numbers of some transfers, one array per role, aligned with the transfers. */
-interface DerivedSequences {
-  debtor: (string | null)[];
-  creditor: (string | null)[];
-  intermediary: (string | null)[];
-}
-
 /**
- * Splits a batch's journal entries and confirmations into those Postgres
- * derives from the transfers the batch inserts or finalizes (only the
- * confirmations' sequence numbers are sent, one array per role, aligned with
- * `w.transfers` and `w.finalizedTransfers`) and the rest (liquidity
- * transfers' entries), sent whole. Asserts that what is derived is what was
- * decided.
+ * The journal entries a batch sends whole: those of liquidity transfers. A
+ * transfer's entry is derived in SQL (derivedInserts); asserts that the batch
+ * has one for each settled transfer, and each confirmation a sequence number
+ * in transferConfirmations or finalizedConfirmations.
  */
-function splitDerived(w: BatchWrites): {
-  inserted: DerivedSequences;
-  finalized: DerivedSequences;
-  journal: JournalRow[];
-  confirmations: ConfirmationRow[];
-} {
-  const sequencesFor = (count: number): DerivedSequences => ({
-    debtor: new Array<string | null>(count).fill(null),
-    creditor: new Array<string | null>(count).fill(null),
-    intermediary: new Array<string | null>(count).fill(null),
-  });
-  const inserted = sequencesFor(w.transfers.length);
-  const finalized = sequencesFor(w.finalizedTransfers.length);
-  if (w.transfers.length + w.finalizedTransfers.length === 0) {
-    return { inserted, finalized, journal: w.journal, confirmations: w.confirmations };
-  }
-  // Each transfer at most once per batch: inserted, or finalized.
-  const index = new Map<string, { row: TransferRow; at: number; sequences: DerivedSequences }>();
-  const add = (rows: TransferRow[], sequences: DerivedSequences) => {
-    for (let at = 0; at < rows.length; at++) {
-      const row = rows[at] as TransferRow;
-      const key = `${row.debtorAgent}\u0000${row.instructionId}`;
-      assert(!index.has(key), 'a transfer is inserted or finalized once per batch');
-      index.set(key, { row, at, sequences });
-    }
-  };
-  add(w.transfers, inserted);
-  add(w.finalizedTransfers, finalized);
-  const confirmations: ConfirmationRow[] = [];
-  for (const c of w.confirmations) {
-    const found = index.get(`${c.debtorAgent}\u0000${c.instructionId}`);
-    if (found === undefined) {
-      confirmations.push(c);
-      continue;
-    }
-    const { row: t, at, sequences } = found;
-    const role = c.role === 'DEBTOR' ? sequences.debtor : c.role === 'CREDITOR' ? sequences.creditor : sequences.intermediary;
-    const bic = c.role === 'DEBTOR' ? t.debtorAgent : c.role === 'CREDITOR' ? t.creditorAgent : t.intermediaryAgent;
-    assert(role[at] === null, 'one confirmation per role and transfer');
-    assert(c.bic === bic && c.status === t.status && c.reasonCode === t.reasonCode && c.reason === t.reason && c.finalAt === t.finalAt,
-      'a transfer\'s confirmation repeats its party, status, reason and final time');
-    role[at] = c.sequence.toString();
-  }
-  const journal: JournalRow[] = [];
-  let derivedEntries = 0;
-  for (const j of w.journal) {
-    const found = j.transferInstructionId === null ? undefined : index.get(`${j.transferDebtorAgent}\u0000${j.transferInstructionId}`);
-    if (found === undefined) {
-      journal.push(j);
-      continue;
-    }
-    const t = found.row;
-    assert(t.status === 'SETTLED' && j.debitAccount === t.debtorAgent && j.creditAccount === t.creditorAgent &&
-      j.amountMinor === t.amountMinor && j.currency === t.currency, 'a transfer\'s entry books it from debtor to creditor');
-    derivedEntries += 1;
-  }
+function entriesSentWhole(w: BatchWrites): JournalRow[] {
+  const sent = w.journal.filter((j) => j.positionRequestId !== null);
   let settled = 0;
   for (const t of w.transfers) if (t.status === 'SETTLED') settled += 1;
   for (const t of w.finalizedTransfers) if (t.status === 'SETTLED') settled += 1;
-  assert(derivedEntries === settled, 'one journal entry per settled transfer');
-  return { inserted, finalized, journal, confirmations };
+  assert(w.journal.length - sent.length === settled, 'one journal entry per settled transfer');
+  let numbered = 0;
+  for (const sequences of [w.transferConfirmations, w.finalizedConfirmations]) {
+    for (const list of [sequences.debtor, sequences.creditor, sequences.intermediary]) for (const n of list) if (n !== null) numbered += 1;
+  }
+  assert(numbered === w.confirmations.length, 'every confirmation numbered for its transfer');
+  assert(w.transferConfirmations.debtor.length === w.transfers.length && w.finalizedConfirmations.debtor.length === w.finalizedTransfers.length,
+    'sequence numbers aligned with their transfers');
+  return sent;
 }
 
 /**
@@ -250,7 +194,7 @@ export function writeBatch(
     values.push(value);
     return `$${values.length}::${cast}`;
   };
-  const unnest = <T>(rows: readonly T[], cols: [cast: string, get: (row: T) => unknown][]) =>
+  const unnest = <T>(rows: readonly T[], cols: [cast: string, get: (row: T, index: number) => unknown][]) =>
     `unnest(${cols.map(([cast, get]) => param(rows.map(get), `${cast}[]`)).join(', ')})`;
   const str = (v: bigint) => v.toString();
   // Timestamps as ISO strings: node-postgres formats each Date by hand (about
@@ -269,7 +213,7 @@ export function writeBatch(
   const batch = param(str(batchId), 'bigint');
 
   // Only the parts this batch needs: less to plan and run. Each combination
-  // of parts (at most 2^7) is its own prepared statement.
+  // of parts (at most 2^6) is its own prepared statement.
   const ctes: string[] = [];
   let shape = '';
   ctes.push(`batch AS (
@@ -284,13 +228,20 @@ export function writeBatch(
   // for these rows, and Postgres parses them (Bind) while the batch holds its
   // locks. The same for transfers the batch finalizes (from the UPDATE's
   // RETURNING); liquidity transfers' entries still travel whole, below.
-  const derived = splitDerived(w);
+  const journalSentWhole = entriesSentWhole(w);
   // The journal's time, sent once and only when some entry needs it (an
   // unused parameter has no type, which Postgres refuses).
   let createdAtParam: string | undefined;
   const createdAt = () => (createdAtParam ??= param(now, 'timestamptz'));
-  const sequenceParams = (sequences: DerivedSequences) =>
-    [sequences.debtor, sequences.creditor, sequences.intermediary].map((values) => param(values, 'bigint[]')).join(', ');
+  // The confirmation sequence numbers of a list of transfers, as three more columns of it.
+  const sequenceColumns = <T>(sequences: TransferConfirmationSequences): [string, (row: T, index: number) => unknown][] =>
+    [sequences.debtor, sequences.creditor, sequences.intermediary].map((numbers) => [
+      'bigint',
+      (_row: T, index: number) => {
+        const n = numbers[index];
+        return n === null || n === undefined ? null : str(n);
+      },
+    ]);
   if (w.transfers.length > 0) {
     shape += 'n';
     const newTransfer = unnest<TransferRow>(w.transfers, [
@@ -317,10 +268,10 @@ export function writeBatch(
       ['timestamptz', (t) => iso(t.expireAt)],
       ['text', (t) => t.traceId],
       ['bigint', (t) => (t.creditorSequence === null ? null : str(t.creditorSequence))],
+      ...sequenceColumns<TransferRow>(w.transferConfirmations),
     ]);
-    const sequences = sequenceParams(derived.inserted);
     ctes.push(`new_rows AS (
-    SELECT * FROM ${newTransfer.slice(0, -1)}, ${sequences})
+    SELECT * FROM ${newTransfer}
       AS t(${transferInsertColumns}, debtor_confirmation, creditor_confirmation, intermediary_confirmation)
   )`);
     ctes.push(`new_transfers AS (
@@ -338,6 +289,7 @@ export function writeBatch(
       ['text', (t) => t.reasonCode],
       ['text', (t) => t.reason],
       ['timestamptz', (t) => iso(t.finalAt)],
+      ...sequenceColumns<TransferRow>(w.finalizedConfirmations),
     ]);
     // RETURNING the finalized rows: their entries and confirmations are
     // derived from what the UPDATE changed.
@@ -345,7 +297,7 @@ export function writeBatch(
     UPDATE transfers t
        SET status = f.status, reason_code = f.reason_code, reason = f.reason, final_at = f.final_at,
            batch_id = ${batch}
-      FROM ${finalizing.slice(0, -1)}, ${sequenceParams(derived.finalized)})
+      FROM ${finalizing}
         AS f(debtor_agent, instruction_id, status, reason_code, reason, final_at,
              debtor_confirmation, creditor_confirmation, intermediary_confirmation)
      WHERE t.debtor_agent = f.debtor_agent AND t.instruction_id = f.instruction_id
@@ -408,12 +360,12 @@ export function writeBatch(
     ])} AS o
   )`);
   }
-  if (derived.journal.length > 0) {
+  if (journalSentWhole.length > 0) {
     shape += 'j';
     ctes.push(`journal AS (
     INSERT INTO journal_entries (currency, debit_account, credit_account, amount_minor, transfer_debtor_agent,
       transfer_instruction_id, position_request_id, batch_id, created_at)
-    SELECT j.*, ${batch}, ${createdAt()} FROM ${unnest<JournalRow>(derived.journal, [
+    SELECT j.*, ${batch}, ${createdAt()} FROM ${unnest<JournalRow>(journalSentWhole, [
       ['text', (j) => j.currency],
       ['text', (j) => j.debitAccount],
       ['text', (j) => j.creditAccount],
@@ -422,24 +374,6 @@ export function writeBatch(
       ['text', (j) => j.transferInstructionId],
       ['text', (j) => j.positionRequestId],
     ])} AS j
-  )`);
-  }
-  if (derived.confirmations.length > 0) {
-    shape += 'c';
-    ctes.push(`confirmations AS (
-    INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status,
-      reason_code, reason, final_at, batch_id)
-    SELECT c.*, ${batch} FROM ${unnest<ConfirmationRow>(derived.confirmations, [
-      ['text', (c) => c.bic],
-      ['bigint', (c) => str(c.sequence)],
-      ['text', (c) => c.debtorAgent],
-      ['text', (c) => c.instructionId],
-      ['text', (c) => c.role],
-      ['text', (c) => c.status],
-      ['text', (c) => c.reasonCode],
-      ['text', (c) => c.reason],
-      ['timestamptz', (c) => iso(c.finalAt)],
-    ])} AS c
   )`);
   }
   const text = `
