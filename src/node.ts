@@ -22,6 +22,7 @@ import { ClearingTelemetry, watchPendingReservations } from './telemetry/clearin
 import { countReservedTransfers, insertConfirmationDeliveries } from './store/reads.js';
 import { parseNotification, type SettlementOrigin } from './store/settlement.js';
 import { RecentConfirmations } from './clearing/recent-confirmations.js';
+import { RecentInbound } from './clearing/recent-inbound.js';
 import { DeliveryRecorder } from './clearing/deliveries.js';
 
 export interface RunningNode {
@@ -73,6 +74,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
   const hub = new EventHub();
   const origin: SettlementOrigin = { nodeId: config.nodeId, notificationSource: randomUUID() };
   const recent = new RecentConfirmations();
+  const recentInbound = new RecentInbound();
   const deliveries = new DeliveryRecorder((ranges) => insertConfirmationDeliveries(pool, ranges), logger.child({ component: 'deliveries' }));
   const listener = new NotificationListener(
     location.url,
@@ -106,6 +108,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       (writes) => {
         try {
           recent.add(writes);
+          recentInbound.add(writes);
         } finally {
           // Woken either way: without the batch in memory they read it from the database.
           for (const topic of writes.notifications) hub.notify(topic);
@@ -116,7 +119,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     watchPendingReservations(() => countReservedTransfers(pool));
     engine.start();
     await listener.start();
-    const core = new ClearingCore(pool, engine, hub, recent, deliveries);
+    const core = new ClearingCore(pool, engine, hub, recent, deliveries, recentInbound);
     expirer = new ReservationExpirer(
       pool,
       engine,

@@ -240,6 +240,65 @@ describe('the inbound stream', () => {
     stream.cancel();
   });
 
+  test('fed from memory, a stream delivers what the database holds: in order, not what was answered since, also around another node\'s reservations', async () => {
+    // Node a keeps what it reserves for a creditor streaming from it, and
+    // answers find their transfers there; node b's streams, opened after the
+    // fact, read the database. Both must show the same.
+    const { debtor, creditor, payer, payee } = await pair(1_000_000n);
+    const live = inbound(payee);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const first = Array.from({ length: 6 }, (_, i) => transfer(debtor, creditor, BigInt(i + 1)));
+    await payer.submitTransfers({ transfers: first, waitForFinal: false });
+    const delivered = [];
+    for (let i = 0; i < first.length; i++) delivered.push((await live.next(3_000)).transfer);
+    expect(delivered.map((m) => m?.transfer?.uetr)).toEqual(first.map((t) => t.uetr));
+
+    // Answered through node a: the checks on who answers still hold.
+    const uetrOf = (i: number) => first[i]?.uetr ?? '';
+    expect((await failure(payer.respondToTransfer(accept(uetrOf(0))))).reason).toBe('NOT_CREDITOR_AGENT');
+    const outsider = await pair();
+    expect((await failure(outsider.payee.respondToTransfer(accept(uetrOf(0))))).code).toBe(status.NOT_FOUND);
+    const { results } = await payee.respondToTransfers({
+      answers: [accept(uetrOf(1)).answer, reject(uetrOf(3), 'AC04').answer, accept(uetrOf(5)).answer],
+    });
+    expect(results.map((r) => r.status)).toEqual([
+      TransferStatus.TRANSFER_STATUS_SETTLED,
+      TransferStatus.TRANSFER_STATUS_REJECTED,
+      TransferStatus.TRANSFER_STATUS_SETTLED,
+    ]);
+
+    // A new connection on node a (memory) and one on node b (the database): the three still waiting.
+    const backlog = async (client: ClearingClient, count: number) => {
+      const stream = inbound(client);
+      const got = [];
+      for (let i = 0; i < count; i++) got.push((await stream.next(3_000)).transfer);
+      expect(await stream.drainFor(300)).toEqual([]);
+      stream.cancel();
+      return got;
+    };
+    const waiting = [delivered[0], delivered[2], delivered[4]];
+    expect(await backlog(payee, 3)).toEqual(waiting);
+    expect(await backlog(b.participant(creditor), 3)).toEqual(waiting);
+
+    // Node b reserves two (a gap in node a's memory), then node a two more.
+    const fromB = [transfer(debtor, creditor, 7n), transfer(debtor, creditor, 8n)];
+    await b.participant(debtor).submitTransfers({ transfers: fromB, waitForFinal: false });
+    const fromA = [transfer(debtor, creditor, 9n), transfer(debtor, creditor, 10n)];
+    await payer.submitTransfers({ transfers: fromA, waitForFinal: false });
+    const later = [];
+    for (let i = 0; i < 4; i++) later.push((await live.next(3_000)).transfer);
+    expect(await live.drainFor(300)).toEqual([]);
+    live.cancel();
+    expect(later.map((m) => m?.transfer?.uetr)).toEqual([...fromB, ...fromA].map((t) => t.uetr));
+    expect(await backlog(b.participant(creditor), 7)).toEqual([...waiting, ...later]);
+
+    // Every one of them answered through node a, whichever node reserved it.
+    const rest = [uetrOf(0), uetrOf(2), uetrOf(4), ...[...fromB, ...fromA].map((t) => t.uetr)];
+    const settled = await payee.respondToTransfers({ answers: rest.map((uetr) => accept(uetr).answer) });
+    expect(settled.results.map((r) => [r.uetr, r.status])).toEqual(rest.map((uetr) => [uetr, TransferStatus.TRANSFER_STATUS_SETTLED]));
+    expect((await a.operator.reconcile({})).clean).toBe(true);
+  });
+
   test('a participant never sees another creditor\'s transfers', async () => {
     const one = await pair(10_000n);
     const two = await pair(10_000n);

@@ -120,17 +120,22 @@ export function clearingService(
   /** The creditor's stream of transfers waiting for its answer: the backlog, then live, each once per connection. */
   async function streamInbound(call: ServerWritableStream<StreamInboundTransfersRequest, StreamInboundTransfersResponse>): Promise<void> {
     const caller = requireParticipant(principalOf(call.metadata));
-    await pumpCursorStream(call, hub, closing, {
-      name: 'inbound',
-      participant: caller,
-      topic: `inbound:${caller}`,
-      startAfter: 0n,
-      read: (after, limit) => core.inboundAfter(caller, after, limit),
-      cursorOf: (t) => t.creditorSequence ?? 0n,
-      toMessage: (t) => ({ transfer: inboundToProto(t) }),
-      pageRowsMax: inboundPageTransfersMax,
-      pollMs: streamPollMs,
-    });
+    const unfollow = core.followInbound(caller);
+    try {
+      await pumpCursorStream(call, hub, closing, {
+        name: 'inbound',
+        participant: caller,
+        topic: `inbound:${caller}`,
+        startAfter: 0n,
+        read: (after, limit) => core.inboundAfter(caller, after, limit),
+        cursorOf: (t) => t.creditorSequence ?? 0n,
+        toMessage: (t) => ({ transfer: inboundToProto(t) }),
+        pageRowsMax: inboundPageTransfersMax,
+        pollMs: streamPollMs,
+      });
+    } finally {
+      unfollow();
+    }
   }
 
   /** The participant's confirmations after a sequence: the backlog, then live; ends if the client falls too far behind. */

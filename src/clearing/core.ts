@@ -12,6 +12,7 @@ import { isValidCurrency, isValidUetr, limits, validateBicField as validateBic }
 import type { EventHub } from './hub.js';
 import { mapInSlices } from './slices.js';
 import type { RecentConfirmations } from './recent-confirmations.js';
+import type { RecentInbound } from './recent-inbound.js';
 import type { DeliveryRecorder } from './deliveries.js';
 import {
   insertParticipant,
@@ -117,6 +118,8 @@ export class ClearingCore {
     /** This node's latest committed confirmations, fed by the engine after each commit. */
     private readonly recent: RecentConfirmations,
     private readonly deliveries: DeliveryRecorder,
+    /** This node's latest reservations for EXPLICIT creditors, fed by the engine after each commit. */
+    private readonly inbound: RecentInbound,
   ) {}
 
   // --- participants -------------------------------------------------------
@@ -337,7 +340,7 @@ export class ClearingCore {
       }
     });
     if (violations.length > 0) throw invalidArgument(violations);
-    const found = new Map((await selectTransfersByUetrs(this.db, answers.map((a) => a.uetr.toLowerCase()))).map((t) => [t.uetr, t]));
+    const found = await this.transfersByUetrs(answers.map((a) => a.uetr.toLowerCase()));
     const operations = answers.map((a, i) => {
       const transfer = found.get(a.uetr.toLowerCase());
       // A transfer addressed to someone else is not disclosed: both cases read NOT_FOUND or PERMISSION_DENIED by role.
@@ -353,9 +356,32 @@ export class ClearingCore {
     return outcomes.map((o): TransferOutcome => (o.kind === 'position' ? { kind: 'error', error: new ClearingError('INTERNAL', 'WRONG_OUTCOME', 'unexpected outcome kind') } : o));
   }
 
+  /**
+   * The transfers (not DUPL rejections) with these UETRs: from memory when
+   * this node reserved them for a creditor it streams to, the rest from the
+   * database. Only their fields that never change are used (an answer's
+   * batch reads its transfer again under the locks).
+   */
+  private async transfersByUetrs(uetrs: readonly string[]): Promise<Map<string, TransferRow>> {
+    const found = new Map<string, TransferRow>();
+    const missing: string[] = [];
+    for (const uetr of uetrs) {
+      const known = this.inbound.transfer(uetr);
+      if (known === undefined) missing.push(uetr);
+      else found.set(uetr, known);
+    }
+    if (missing.length > 0) for (const t of await selectTransfersByUetrs(this.db, missing)) found.set(t.uetr, t);
+    return found;
+  }
+
   /** Reserved transfers addressed to the creditor agent, after a point of its inbound sequence. */
   async inboundAfter(creditorBic: string, afterSequence: bigint, limit: number): Promise<TransferRow[]> {
-    return selectInboundAfter(this.db, creditorBic, afterSequence, limit);
+    return this.inbound.after(creditorBic, afterSequence, limit) ?? selectInboundAfter(this.db, creditorBic, afterSequence, limit);
+  }
+
+  /** Keeps the transfers this node reserves for `bic` in memory while its inbound stream is open (call the result when it ends). */
+  followInbound(bic: string): () => void {
+    return this.inbound.subscribe(bic);
   }
 
   /**
