@@ -185,7 +185,7 @@ async function topStatements(url: string): Promise<string> {
   try {
     const result = await db.query<{ calls: string; total_ms: number; mean_ms: number; plan_ms: number; rows: string; wal_kb: string; query: string }>(
       `SELECT calls::text, total_exec_time AS total_ms, mean_exec_time AS mean_ms, total_plan_time AS plan_ms, rows::text,
-              (wal_bytes / 1024)::bigint::text AS wal_kb, regexp_replace(query, '\s+', ' ', 'g') AS query
+              (wal_bytes / 1024)::bigint::text AS wal_kb, regexp_replace(query, '\\s+', ' ', 'g') AS query
          FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
         ORDER BY total_exec_time + total_plan_time DESC LIMIT $1`,
       [topStatementsShown],
