@@ -67,6 +67,135 @@ describe('SettlementEngine', () => {
   });
 });
 
+// --- taking the next batch ---------------------------------------------------
+
+describe('when a pipeline takes the next batch', () => {
+  /** Two pipelines; batches decided ahead from `decideAheadOperationsMin` operations. */
+  function twoPipelines(name: string, decideAheadOperationsMin: number, started: number[], committed: number[]): SettlementEngine {
+    return new SettlementEngine(
+      pool,
+      { nodeId: name, notificationSource: name },
+      {
+        queueOperationsMax: 1_000,
+        batchOperationsMax: 100,
+        batchWaitMs: 0,
+        batchRetryMax: 3,
+        settlementPipelines: 2,
+        decideAheadOperationsMin,
+        decideAheadCooldownMs: 1_000,
+        transferAmountMaxMinor: 1_000_000n,
+        reservationTimeoutMs: 10_000,
+      },
+      pino({ level: 'silent' }),
+      () => {},
+      {
+        ...noObserver,
+        batch: (observed) => {
+          started.push(observed.length);
+          return { run: (transaction) => transaction(), committed: (batch) => void committed.push(batch.operations.length), failed: () => {} };
+        },
+      },
+    );
+  }
+
+  let banksMade = 0;
+  async function freshBank(): Promise<string> {
+    banksMade += 1;
+    const bic = `TK${String.fromCharCode(65 + Math.floor(banksMade / 26), 65 + (banksMade % 26))}DEFFXXX`;
+    await db.pool.query(
+      `INSERT INTO participants (bic, name, kind, status, acceptance_mode, settlement_currencies)
+       VALUES ($1, 'Take test bank', 'BANK', 'ACTIVE', 'AUTOMATIC', '{EUR}')`,
+      [bic],
+    );
+    await db.pool.query(`INSERT INTO positions (bic, currency) VALUES ($1, 'EUR')`, [bic]);
+    return bic;
+  }
+
+  const call = { cancelled: () => false, deadlineMs: Infinity };
+  const fund = (bic: string) => positionOperationOf('take', 'FUND', bic, 1n);
+  const tick = () => new Promise((resolve) => setTimeout(resolve, 20));
+
+  /** Holds `bic`'s row as another node's transaction would, until the returned function commits. */
+  async function holdRow(bic: string): Promise<() => Promise<void>> {
+    const holder = await db.pool.connect();
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM participants WHERE bic = $1 FOR UPDATE', [bic]);
+    let held = true;
+    return async () => {
+      if (!held) return;
+      held = false;
+      await holder.query('COMMIT');
+      holder.release();
+    };
+  }
+
+  test('not while a batch in flight shares its participants: what arrives meanwhile settles as one batch', async () => {
+    const started: number[] = [];
+    const committed: number[] = [];
+    const engine = twoPipelines('take-shared', 0, started, committed);
+    engine.start();
+    const bank = await freshBank();
+    const release = await holdRow(bank);
+    try {
+      const first = engine.submit([fund(bank)], call);
+      await tick();
+      const later = [engine.submit([fund(bank)], call), engine.submit([fund(bank)], call), engine.submit([fund(bank)], call)];
+      await tick();
+      // The second pipeline did not take them: they would only wait for the first batch's locks.
+      expect(started).toEqual([1]);
+      await release();
+      expect([await first, ...(await Promise.all(later))].flat().map((o) => o.kind)).toEqual(['position', 'position', 'position', 'position']);
+      expect(committed).toEqual([1, 3]);
+    } finally {
+      await release();
+      await engine.stop();
+    }
+  });
+
+  test('at once when its participants are free: another bank\'s stuck batch does not hold it up', async () => {
+    const started: number[] = [];
+    const committed: number[] = [];
+    const engine = twoPipelines('take-free', 0, started, committed);
+    engine.start();
+    const [stuckBank, freeBank] = [await freshBank(), await freshBank()];
+    const release = await holdRow(stuckBank);
+    try {
+      const stuck = engine.submit([fund(stuckBank)], call);
+      await tick();
+      // Settled while the other batch waits for its lock (lock_timeout 2 s).
+      expect((await engine.submit([fund(freeBank)], call)).map((o) => o.kind)).toEqual(['position']);
+      expect(committed).toEqual([1]);
+      await release();
+      expect((await stuck).map((o) => o.kind)).toEqual(['position']);
+    } finally {
+      await release();
+      await engine.stop();
+    }
+  });
+
+  test('at once when enough is queued to decide a batch ahead', async () => {
+    const started: number[] = [];
+    const committed: number[] = [];
+    const engine = twoPipelines('take-bulk', 3, started, committed);
+    engine.start();
+    const bank = await freshBank();
+    const release = await holdRow(bank);
+    try {
+      const first = engine.submit([fund(bank)], call);
+      await tick();
+      const bulk = engine.submit([fund(bank), fund(bank), fund(bank)], call);
+      await tick();
+      // Taken while the first waits: deciding ahead pays off where batches are large.
+      expect(started).toEqual([1, 3]);
+      await release();
+      expect([...(await first), ...(await bulk)].map((o) => o.kind)).toEqual(['position', 'position', 'position', 'position']);
+    } finally {
+      await release();
+      await engine.stop();
+    }
+  });
+});
+
 // --- deciding ahead ----------------------------------------------------------
 
 type Attempt = 'expected' | 'locked' | 'failed';
