@@ -6,7 +6,7 @@ import { ConfigError, isLoopbackHost, type Config } from './config.js';
 import { locateDatabase, createPool, type DatabaseLocation } from './store/database.js';
 import { migrate } from './store/migrate.js';
 import { countParticipants } from './store/participants.js';
-import { SettlementEngine } from './clearing/engine.js';
+import { nextBatchWaitMaxMsDefault, SettlementEngine } from './clearing/engine.js';
 import { ClearingCore } from './clearing/core.js';
 import { demoExampleCall, seedDemo } from './clearing/demo.js';
 import { EventHub } from './clearing/hub.js';
@@ -101,6 +101,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         settlementPipelines: config.settlementPipelines,
         decideAheadOperationsMin: config.decideAheadOperationsMin,
         decideAheadCooldownMs: config.decideAheadCooldownMs,
+        nextBatchWaitMaxMs: nextBatchWaitMaxMsDefault,
         transferAmountMaxMinor: config.transferAmountMaxMinor,
         reservationTimeoutMs: config.reservationTimeoutMs,
       },

@@ -277,19 +277,30 @@ describe('the inbound stream', () => {
       return got;
     };
     const waiting = [delivered[0], delivered[2], delivered[4]];
-    expect(await backlog(payee, 3)).toEqual(waiting);
+    const again = inbound(payee);
+    const fromMemory = [];
+    for (let i = 0; i < 3; i++) fromMemory.push((await again.next(3_000)).transfer);
+    expect(fromMemory).toEqual(waiting);
     expect(await backlog(b.participant(creditor), 3)).toEqual(waiting);
 
     // Node b reserves two (a gap in node a's memory), then node a two more.
+    // The second connection's cursor sits before the last one of node a's
+    // run, which was answered: it must still get past it to node b's.
     const fromB = [transfer(debtor, creditor, 7n), transfer(debtor, creditor, 8n)];
     await b.participant(debtor).submitTransfers({ transfers: fromB, waitForFinal: false });
+    const seenAgain = [(await again.next(3_000)).transfer, (await again.next(3_000)).transfer];
+    expect(seenAgain.map((m) => m?.transfer?.uetr)).toEqual(fromB.map((t) => t.uetr));
     const fromA = [transfer(debtor, creditor, 9n), transfer(debtor, creditor, 10n)];
     await payer.submitTransfers({ transfers: fromA, waitForFinal: false });
     const later = [];
     for (let i = 0; i < 4; i++) later.push((await live.next(3_000)).transfer);
-    expect(await live.drainFor(300)).toEqual([]);
-    live.cancel();
+    for (let i = 0; i < 2; i++) seenAgain.push((await again.next(3_000)).transfer);
+    for (const stream of [live, again]) {
+      expect(await stream.drainFor(300)).toEqual([]);
+      stream.cancel();
+    }
     expect(later.map((m) => m?.transfer?.uetr)).toEqual([...fromB, ...fromA].map((t) => t.uetr));
+    expect(seenAgain).toEqual(later);
     expect(await backlog(b.participant(creditor), 7)).toEqual([...waiting, ...later]);
 
     // Every one of them answered through node a, whichever node reserved it.

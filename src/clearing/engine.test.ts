@@ -7,7 +7,7 @@ import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { createPool } from '../store/database.js';
 import { positionOperation as positionOperationOf, transferOperation } from '../../test/support/operations.js';
-import { noObserver, SettlementEngine, type EngineObserver } from './engine.js';
+import { nextBatchWaitMaxMsDefault, noObserver, SettlementEngine, type EngineObserver } from './engine.js';
 import type { Operation, OperationOutcome } from './batch.js';
 
 let db: TestDatabase;
@@ -41,6 +41,7 @@ describe('SettlementEngine', () => {
         settlementPipelines: 1,
         decideAheadOperationsMin: 0,
         decideAheadCooldownMs: 1_000,
+        nextBatchWaitMaxMs: nextBatchWaitMaxMsDefault,
         transferAmountMaxMinor: 1_000_000n,
         reservationTimeoutMs: 10_000,
       },
@@ -71,7 +72,7 @@ describe('SettlementEngine', () => {
 
 describe('when a pipeline takes the next batch', () => {
   /** Two pipelines; batches decided ahead from `decideAheadOperationsMin` operations. */
-  function twoPipelines(name: string, decideAheadOperationsMin: number, started: number[], committed: number[]): SettlementEngine {
+  function twoPipelines(name: string, decideAheadOperationsMin: number, started: number[], committed: number[], nextBatchWaitMaxMs = 60_000): SettlementEngine {
     return new SettlementEngine(
       pool,
       { nodeId: name, notificationSource: name },
@@ -83,6 +84,7 @@ describe('when a pipeline takes the next batch', () => {
         settlementPipelines: 2,
         decideAheadOperationsMin,
         decideAheadCooldownMs: 1_000,
+        nextBatchWaitMaxMs,
         transferAmountMaxMinor: 1_000_000n,
         reservationTimeoutMs: 10_000,
       },
@@ -173,6 +175,30 @@ describe('when a pipeline takes the next batch', () => {
     }
   });
 
+  test('anyway once it waited nextBatchWaitMaxMs: a batch stuck on a lock does not hold every other batch back', async () => {
+    const started: number[] = [];
+    const committed: number[] = [];
+    const engine = twoPipelines('take-capped', 0, started, committed, 30);
+    engine.start();
+    const bank = await freshBank();
+    const release = await holdRow(bank);
+    try {
+      const first = engine.submit([fund(bank)], call);
+      await tick();
+      const second = engine.submit([fund(bank)], call);
+      // Taken after the wait, while the first is still stuck (its lock_timeout is 2 s).
+      const deadline = Date.now() + 1_000;
+      while (started.length < 2 && Date.now() < deadline) await tick();
+      expect(started).toEqual([1, 1]);
+      expect(committed).toEqual([]);
+      await release();
+      expect([...(await first), ...(await second)].map((o) => o.kind)).toEqual(['position', 'position']);
+    } finally {
+      await release();
+      await engine.stop();
+    }
+  });
+
   test('at once when enough is queued to decide a batch ahead', async () => {
     const started: number[] = [];
     const committed: number[] = [];
@@ -225,6 +251,7 @@ function aheadEngine(name: string, observer: EngineObserver, settlementPipelines
       // Every batch of transfers is decided ahead when this engine knows its rows.
       decideAheadOperationsMin: 1,
       decideAheadCooldownMs,
+      nextBatchWaitMaxMs: nextBatchWaitMaxMsDefault,
       transferAmountMaxMinor: 1_000_000n,
       reservationTimeoutMs: 10_000,
     },

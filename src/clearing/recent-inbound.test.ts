@@ -88,11 +88,32 @@ describe('RecentInbound', () => {
     expect(sequences(recent.after(creditor, 0n, 10))).toEqual([1, 3, 5]);
     // The limit counts what is delivered.
     expect(sequences(recent.after(creditor, 0n, 2))).toEqual([1, 3]);
-    // All that is left after the cursor is final: an empty page, the stream waits.
+    // All that is left after the cursor is final: the database answers, or
+    // the cursor would never get past them to what another node reserved next.
     recent.add(batch([], [finalized(rows[4] as TransferRow, 'REJECTED')]));
-    expect(recent.after(creditor, 3n, 10)).toEqual([]);
+    expect(recent.after(creditor, 3n, 10)).toBeUndefined();
+    expect(sequences(recent.after(creditor, 2n, 10))).toEqual([3]);
     // Answers still find them (their parties and amount never change).
     expect(recent.transfer((rows[1] as TransferRow).uetr)?.status).toBe('SETTLED');
+  });
+
+  test('answers only while the next entry is fresh: a stream that fell behind reads the database', () => {
+    let nowMs = 0;
+    const recent = new RecentInbound(1_000, 50_000, 1_000, () => nowMs);
+    recent.subscribe(creditor);
+    recent.add(batch(range(1, 2)));
+    nowMs = 900;
+    recent.add(batch(range(3, 4)));
+    nowMs = 1_000;
+    expect(sequences(recent.after(creditor, 0n, 10))).toEqual([1, 2, 3, 4]);
+    nowMs = 1_001;
+    // Another node may have finalized 1 and 2 meanwhile; 3 and 4 are still fresh.
+    expect(recent.after(creditor, 0n, 10)).toBeUndefined();
+    expect(sequences(recent.after(creditor, 2n, 10))).toEqual([3, 4]);
+    nowMs = 1_901;
+    expect(recent.after(creditor, 2n, 10)).toBeUndefined();
+    // Answers still find them: their parties and amount never change.
+    expect(recent.transfer(reserved(1).uetr)?.creditorSequence).toBe(1n);
   });
 
   test('a batch after a gap (another node reserved in between) starts a new run', () => {
