@@ -7,7 +7,7 @@ import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { createPool } from '../store/database.js';
 import { positionOperation as positionOperationOf, transferOperation } from '../../test/support/operations.js';
-import { nextBatchWaitMaxMsDefault, noObserver, SettlementEngine, type EngineObserver } from './engine.js';
+import { nextBatchWaitMaxMsDefault, noObserver, SettlementEngine, type EngineLimits, type EngineObserver } from './engine.js';
 import type { Operation, OperationOutcome } from './batch.js';
 
 let db: TestDatabase;
@@ -25,6 +25,23 @@ afterAll(async () => {
   await db?.drop();
 });
 
+/** The engines' limits in these tests: one pipeline, nothing decided ahead, unless `changes` says otherwise. */
+function limitsWith(changes: Partial<EngineLimits>): EngineLimits {
+  return {
+    queueOperationsMax: 1_000,
+    batchOperationsMax: 10,
+    batchWaitMs: 0,
+    batchRetryMax: 3,
+    settlementPipelines: 1,
+    decideAheadOperationsMin: 0,
+    decideAheadCooldownMs: 1_000,
+    nextBatchWaitMaxMs: nextBatchWaitMaxMsDefault,
+    transferAmountMaxMinor: 1_000_000n,
+    reservationTimeoutMs: 10_000,
+    ...changes,
+  };
+}
+
 describe('SettlementEngine', () => {
   test('a failure after COMMIT (handing the batch to the streams) neither retries nor fails the batch', async () => {
     const errors: unknown[] = [];
@@ -33,18 +50,7 @@ describe('SettlementEngine', () => {
     const engine = new SettlementEngine(
       pool,
       { nodeId: 'engine-test', notificationSource: 'engine-test' },
-      {
-        queueOperationsMax: 100,
-        batchOperationsMax: 10,
-        batchWaitMs: 0,
-        batchRetryMax: 3,
-        settlementPipelines: 1,
-        decideAheadOperationsMin: 0,
-        decideAheadCooldownMs: 1_000,
-        nextBatchWaitMaxMs: nextBatchWaitMaxMsDefault,
-        transferAmountMaxMinor: 1_000_000n,
-        reservationTimeoutMs: 10_000,
-      },
+      limitsWith({ queueOperationsMax: 100 }),
       logger,
       () => {
         handed += 1;
@@ -76,18 +82,7 @@ describe('when a pipeline takes the next batch', () => {
     return new SettlementEngine(
       pool,
       { nodeId: name, notificationSource: name },
-      {
-        queueOperationsMax: 1_000,
-        batchOperationsMax: 100,
-        batchWaitMs: 0,
-        batchRetryMax: 3,
-        settlementPipelines: 2,
-        decideAheadOperationsMin,
-        decideAheadCooldownMs: 1_000,
-        nextBatchWaitMaxMs,
-        transferAmountMaxMinor: 1_000_000n,
-        reservationTimeoutMs: 10_000,
-      },
+      limitsWith({ batchOperationsMax: 100, settlementPipelines: 2, decideAheadOperationsMin, nextBatchWaitMaxMs }),
       pino({ level: 'silent' }),
       () => {},
       {
@@ -131,14 +126,40 @@ describe('when a pipeline takes the next batch', () => {
     };
   }
 
-  test('not while a batch in flight shares its participants: what arrives meanwhile settles as one batch', async () => {
+  interface Scenario {
+    engine: SettlementEngine;
+    /** Operations per batch, as each batch starts and as it commits. */
+    started: number[];
+    committed: number[];
+    /** A fresh bank whose row someone else holds until `release`. */
+    bank: string;
+    release: () => Promise<void>;
+  }
+
+  /** Two pipelines and a bank whose row another transaction holds: batches on it wait in Postgres. */
+  async function withHeldBank(
+    name: string,
+    limits: { decideAheadOperationsMin?: number; nextBatchWaitMaxMs?: number },
+    body: (scenario: Scenario) => Promise<void>,
+  ): Promise<void> {
     const started: number[] = [];
     const committed: number[] = [];
-    const engine = twoPipelines('take-shared', 0, started, committed);
+    const engine = twoPipelines(name, limits.decideAheadOperationsMin ?? 0, started, committed, limits.nextBatchWaitMaxMs);
     engine.start();
     const bank = await freshBank();
     const release = await holdRow(bank);
     try {
+      await body({ engine, started, committed, bank, release });
+    } finally {
+      await release();
+      await engine.stop();
+    }
+  }
+
+  const kinds = (outcomes: OperationOutcome[]) => outcomes.map((o) => o.kind);
+
+  test('not while a batch in flight shares its participants: what arrives meanwhile settles as one batch', () =>
+    withHeldBank('take-shared', {}, async ({ engine, started, committed, bank, release }) => {
       const first = engine.submit([fund(bank)], call);
       await tick();
       const later = [engine.submit([fund(bank)], call), engine.submit([fund(bank)], call), engine.submit([fund(bank)], call)];
@@ -146,43 +167,24 @@ describe('when a pipeline takes the next batch', () => {
       // The second pipeline did not take them: they would only wait for the first batch's locks.
       expect(started).toEqual([1]);
       await release();
-      expect([await first, ...(await Promise.all(later))].flat().map((o) => o.kind)).toEqual(['position', 'position', 'position', 'position']);
+      expect(kinds([await first, ...(await Promise.all(later))].flat())).toEqual(['position', 'position', 'position', 'position']);
       expect(committed).toEqual([1, 3]);
-    } finally {
-      await release();
-      await engine.stop();
-    }
-  });
+    }));
 
-  test('at once when its participants are free: another bank\'s stuck batch does not hold it up', async () => {
-    const started: number[] = [];
-    const committed: number[] = [];
-    const engine = twoPipelines('take-free', 0, started, committed);
-    engine.start();
-    const [stuckBank, freeBank] = [await freshBank(), await freshBank()];
-    const release = await holdRow(stuckBank);
-    try {
-      const stuck = engine.submit([fund(stuckBank)], call);
+  test("at once when its participants are free: another bank's stuck batch does not hold it up", () =>
+    withHeldBank('take-free', {}, async ({ engine, committed, bank, release }) => {
+      const freeBank = await freshBank();
+      const stuck = engine.submit([fund(bank)], call);
       await tick();
       // Settled while the other batch waits for its lock (lock_timeout 2 s).
-      expect((await engine.submit([fund(freeBank)], call)).map((o) => o.kind)).toEqual(['position']);
+      expect(kinds(await engine.submit([fund(freeBank)], call))).toEqual(['position']);
       expect(committed).toEqual([1]);
       await release();
-      expect((await stuck).map((o) => o.kind)).toEqual(['position']);
-    } finally {
-      await release();
-      await engine.stop();
-    }
-  });
+      expect(kinds(await stuck)).toEqual(['position']);
+    }));
 
-  test('anyway once it waited nextBatchWaitMaxMs: a batch stuck on a lock does not hold every other batch back', async () => {
-    const started: number[] = [];
-    const committed: number[] = [];
-    const engine = twoPipelines('take-capped', 0, started, committed, 30);
-    engine.start();
-    const bank = await freshBank();
-    const release = await holdRow(bank);
-    try {
+  test('anyway once it waited nextBatchWaitMaxMs: a batch stuck on a lock does not hold every other batch back', () =>
+    withHeldBank('take-capped', { nextBatchWaitMaxMs: 30 }, async ({ engine, started, committed, bank, release }) => {
       const first = engine.submit([fund(bank)], call);
       await tick();
       const second = engine.submit([fund(bank)], call);
@@ -192,21 +194,11 @@ describe('when a pipeline takes the next batch', () => {
       expect(started).toEqual([1, 1]);
       expect(committed).toEqual([]);
       await release();
-      expect([...(await first), ...(await second)].map((o) => o.kind)).toEqual(['position', 'position']);
-    } finally {
-      await release();
-      await engine.stop();
-    }
-  });
+      expect(kinds([...(await first), ...(await second)])).toEqual(['position', 'position']);
+    }));
 
-  test('at once when enough is queued to decide a batch ahead', async () => {
-    const started: number[] = [];
-    const committed: number[] = [];
-    const engine = twoPipelines('take-bulk', 3, started, committed);
-    engine.start();
-    const bank = await freshBank();
-    const release = await holdRow(bank);
-    try {
+  test('at once when enough is queued to decide a batch ahead', () =>
+    withHeldBank('take-bulk', { decideAheadOperationsMin: 3 }, async ({ engine, started, bank, release }) => {
       const first = engine.submit([fund(bank)], call);
       await tick();
       const bulk = engine.submit([fund(bank), fund(bank), fund(bank)], call);
@@ -214,12 +206,8 @@ describe('when a pipeline takes the next batch', () => {
       // Taken while the first waits: deciding ahead pays off where batches are large.
       expect(started).toEqual([1, 3]);
       await release();
-      expect([...(await first), ...(await bulk)].map((o) => o.kind)).toEqual(['position', 'position', 'position', 'position']);
-    } finally {
-      await release();
-      await engine.stop();
-    }
-  });
+      expect(kinds([...(await first), ...(await bulk)])).toEqual(['position', 'position', 'position', 'position']);
+    }));
 });
 
 // --- deciding ahead ----------------------------------------------------------
@@ -242,19 +230,8 @@ function aheadEngine(name: string, observer: EngineObserver, settlementPipelines
   return new SettlementEngine(
     pool,
     { nodeId: name, notificationSource: name },
-    {
-      queueOperationsMax: 1_000,
-      batchOperationsMax: 10,
-      batchWaitMs: 0,
-      batchRetryMax: 3,
-      settlementPipelines,
-      // Every batch of transfers is decided ahead when this engine knows its rows.
-      decideAheadOperationsMin: 1,
-      decideAheadCooldownMs,
-      nextBatchWaitMaxMs: nextBatchWaitMaxMsDefault,
-      transferAmountMaxMinor: 1_000_000n,
-      reservationTimeoutMs: 10_000,
-    },
+    // Every batch of transfers is decided ahead when this engine knows its rows.
+    limitsWith({ settlementPipelines, decideAheadOperationsMin: 1, decideAheadCooldownMs }),
     pino({ level: 'silent' }),
     () => {},
     observer,

@@ -1,41 +1,13 @@
 import { describe, expect, test } from 'vitest';
 import { RecentConfirmations } from './recent-confirmations.js';
-import type { BatchWrites, ConfirmationRow, TransferRow } from '../store/rows.js';
+import type { BatchWrites, ConfirmationRow } from '../store/rows.js';
+import { transferRow } from '../../test/support/operations.js';
 
 const finalAt = new Date('2026-11-26T12:00:00Z');
 
-function transferRow(instructionId: string): TransferRow {
-  return {
-    debtorAgent: 'DEBTDEFFXXX',
-    instructionId,
-    endToEndId: `e2e-${instructionId}`,
-    uetr: `00000000-0000-4000-8000-${instructionId.padStart(12, '0')}`,
-    creditorAgent: 'CREDFRPPXXX',
-    intermediaryAgent: '',
-    currency: 'EUR',
-    amountMinor: 100n,
-    debtorName: 'x',
-    debtorIban: 'x',
-    creditorName: 'x',
-    creditorIban: 'x',
-    remittanceInformation: '',
-    requestDigest: Buffer.alloc(32),
-    status: 'SETTLED',
-    reasonCode: '',
-    reason: '',
-    receivedAt: finalAt,
-    reservedAt: null,
-    finalAt,
-    expireAt: null,
-    traceId: `trace-${instructionId}`,
-    creditorSequence: null,
-    batchId: 1n,
-  };
-}
-
 /** A batch confirming one transfer per sequence to `bic`. */
 function batch(bic: string, sequences: number[]): Pick<BatchWrites, 'confirmations' | 'transfers' | 'finalizedTransfers'> {
-  const transfers = sequences.map((s) => transferRow(String(s)));
+  const transfers = sequences.map((s) => transferRow(String(s), 'CREDFRPPXXX', { finalAt }));
   const confirmations: ConfirmationRow[] = sequences.map((s) => ({
     bic,
     sequence: BigInt(s),

@@ -1,38 +1,22 @@
 import { describe, expect, test } from 'vitest';
 import { RecentInbound } from './recent-inbound.js';
 import type { BatchWrites, TransferRow } from '../store/rows.js';
+import { transferRow } from '../../test/support/operations.js';
 
 const reservedAt = new Date('2026-11-27T08:00:00Z');
 const creditor = 'CREDFRPPXXX';
 
 /** A transfer to `creditorAgent` reserved under inbound sequence `sequence` (null: an AUTOMATIC creditor's). */
 function reserved(sequence: number, creditorAgent = creditor): TransferRow {
-  return {
-    debtorAgent: 'DEBTDEFFXXX',
+  return transferRow(String(sequence), creditorAgent, {
     instructionId: `i-${creditorAgent}-${sequence}`,
-    endToEndId: `e2e-${sequence}`,
-    uetr: `00000000-0000-4000-8000-${String(sequence).padStart(12, '0')}`,
-    creditorAgent,
-    intermediaryAgent: '',
-    currency: 'EUR',
-    amountMinor: 100n,
-    debtorName: 'x',
-    debtorIban: 'x',
-    creditorName: 'x',
-    creditorIban: 'x',
-    remittanceInformation: '',
-    requestDigest: Buffer.alloc(32),
     status: 'RESERVED',
-    reasonCode: '',
-    reason: '',
     receivedAt: reservedAt,
     reservedAt,
     finalAt: null,
     expireAt: new Date(reservedAt.getTime() + 10_000),
-    traceId: `trace-${sequence}`,
     creditorSequence: BigInt(sequence),
-    batchId: 1n,
-  };
+  });
 }
 
 /** The row a later batch writes when it finalizes `t`. */

@@ -2,7 +2,7 @@
 // drive decideBatch or the settlement engine directly, below the gRPC API.
 import { createHash, randomUUID } from 'node:crypto';
 import type { Operation } from '../../src/clearing/batch.js';
-import type { ParticipantLockRow, PositionRow } from '../../src/store/rows.js';
+import type { ParticipantLockRow, PositionRow, TransferRow } from '../../src/store/rows.js';
 
 let operationsMade = 0;
 
@@ -63,4 +63,39 @@ export function participantRow(
 /** A EUR position with `balanceMinor`, nothing reserved, no debit cap. */
 export function positionRow(bic: string, balanceMinor: bigint): PositionRow {
   return { bic, currency: 'EUR', balanceMinor, reservedMinor: 0n, debitCapMinor: 0n, updatedAt: new Date(0) };
+}
+
+/**
+ * A stored transfer of 100 EUR from DEBTDEFFXXX to `creditorAgent` as a batch
+ * wrote it, its UETR derived from `instructionId` (digits); `fields` override.
+ */
+export function transferRow(instructionId: string, creditorAgent: string, fields: Partial<TransferRow> = {}): TransferRow {
+  const at = new Date('2026-11-26T12:00:00Z');
+  return {
+    debtorAgent: 'DEBTDEFFXXX',
+    instructionId,
+    endToEndId: `e2e-${instructionId}`,
+    uetr: `00000000-0000-4000-8000-${instructionId.padStart(12, '0')}`,
+    creditorAgent,
+    intermediaryAgent: '',
+    currency: 'EUR',
+    amountMinor: 100n,
+    debtorName: 'x',
+    debtorIban: 'x',
+    creditorName: 'x',
+    creditorIban: 'x',
+    remittanceInformation: '',
+    requestDigest: Buffer.alloc(32),
+    status: 'SETTLED',
+    reasonCode: '',
+    reason: '',
+    receivedAt: at,
+    reservedAt: null,
+    finalAt: at,
+    expireAt: null,
+    traceId: `trace-${instructionId}`,
+    creditorSequence: null,
+    batchId: 1n,
+    ...fields,
+  };
 }
