@@ -95,6 +95,15 @@ export interface BatchRules {
 export const positionKey = (bic: string, currency: string) => `${bic}\u0000${currency}`;
 const instructionKey = (debtorAgent: string, instructionId: string) => `${debtorAgent}\u0000${instructionId}`;
 
+/** Calls `visit` with every participant `op` involves (whose row its batch locks); stops at the first true. */
+export function someParticipant(op: Operation, visit: (bic: string) => boolean): boolean {
+  if (op.kind === 'transfer' || op.kind === 'answer' || op.kind === 'expire') {
+    const t = op.transfer;
+    return visit(t.debtorAgent) || visit(t.creditorAgent) || (t.intermediaryAgent !== '' && visit(t.intermediaryAgent));
+  }
+  return visit(op.bic);
+}
+
 /** What a batch of operations must lock and look up. */
 export function batchKeys(operations: readonly Operation[]): BatchKeys {
   const positions = new Map<string, { bic: string; currency: string }>();
@@ -110,15 +119,16 @@ export function batchKeys(operations: readonly Operation[]): BatchKeys {
       const t = op.transfer;
       addPosition(t.debtorAgent, t.currency);
       addPosition(t.creditorAgent, t.currency);
-      participants.add(t.debtorAgent).add(t.creditorAgent);
-      if (t.intermediaryAgent !== '') participants.add(t.intermediaryAgent);
       instructions.push({ debtorAgent: t.debtorAgent, instructionId: t.instructionId });
       if (op.kind === 'transfer') uetrs.add(t.uetr);
     } else {
       addPosition(op.bic, op.currency);
-      participants.add(op.bic);
       requestIds.push(op.requestId);
     }
+    someParticipant(op, (bic) => {
+      participants.add(bic);
+      return false; // every one of them
+    });
   }
   return {
     positions: [...positions.values()],

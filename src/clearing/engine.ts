@@ -4,7 +4,7 @@
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClearingError } from './errors.js';
-import { batchKeys, decideBatch, type Operation, type OperationOutcome } from './batch.js';
+import { batchKeys, decideBatch, someParticipant, type Operation, type OperationOutcome } from './batch.js';
 import { isRetryableSettlementError, runExpectedSettlementBatch, runSettlementBatch, type SettlementOrigin } from '../store/settlement.js';
 import { ExpectedState } from './expected-state.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -291,7 +291,7 @@ export class SettlementEngine {
     if (min > 0 && this.queueDepth >= min) return true;
     const head = this.queue[this.head];
     if (head === undefined) return true;
-    return !batchKeys([head.operation]).participants.some((bic) => this.inFlight.has(bic));
+    return !someParticipant(head.operation, (bic) => this.inFlight.has(bic));
   }
 
   /** Marks `participants` as held by one more batch in flight, until the returned function is called. */
