@@ -22,7 +22,7 @@ async function main(command: string): Promise<void> {
       embeddedPort: config.embeddedPostgresPort,
       log: (line) => logger.debug({ component: 'embedded-postgres' }, line),
     });
-    const pool = createPool(location.url, 2);
+    const pool = createPool(location.url, 2, (error) => logger.warn({ err: error }, 'idle database connection failed'));
     try {
       const result = await migrate(pool, { log: (message) => logger.info(message) });
       logger.info({ applied: result.applied, alreadyApplied: result.alreadyApplied }, 'migrations done');

@@ -61,8 +61,9 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     embeddedPort: config.embeddedPostgresPort,
     log: (line) => logger.debug({ component: 'embedded-postgres' }, line),
   });
-  const pool = createPool(location.url, config.databasePoolMax);
-  pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+  const pool = createPool(location.url, config.databasePoolMax, (error) =>
+    logger.warn({ err: error }, 'idle database connection failed'),
+  );
   const stopDatabase = async () => {
     await pool.end().catch(() => undefined);
     await location.embedded?.stop();

@@ -14,12 +14,12 @@
 //   the liquidity funded (conservation);
 // - each bank's balance is exactly what the answers the clients saw say;
 // - what the clients saw SETTLED is what the database holds SETTLED.
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { ServiceError } from '@grpc/grpc-js';
 import { TransferStatus, type CreditTransfer, type TransferResult } from '../src/gen/clearing/v1/transfer.js';
 import { clearingClient, operatorClient, type ClearingClient, type OperatorClient } from './support/clients.js';
-import { createBareDatabase } from './support/database.js';
+import { createBareDatabase, openTestPool } from './support/database.js';
 import { participant, transfer, uniqueId } from './support/fixtures.js';
 import { startNodeProcess, stopAllNodeProcesses, type NodeProcess } from './support/process.js';
 
@@ -88,8 +88,7 @@ function participantOf(node: NodeProcess, bic: Bic): ClearingClient {
 
 beforeAll(async () => {
   database = await createBareDatabase();
-  sql = new pg.Pool({ connectionString: database.url, max: 3 });
-  sql.on('error', () => {});
+  sql = openTestPool(database.url, 3);
   // Both start together: migrations are advisory-locked, so one applies them and the other waits.
   // Every batch of transfers either node knows the rows of is decided ahead of
   // its locks, even right after a refusal (no cooldown), so each node's

@@ -19,12 +19,12 @@
 // up to the kill, so other instructions are cut off before or during their
 // settlement transaction and must be decided afresh by the next node.
 import net from 'node:net';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { ServiceError } from '@grpc/grpc-js';
 import { TransferStatus, type CreditTransfer, type TransferResult } from '../src/gen/clearing/v1/transfer.js';
 import { clearingClient, operatorClient, type ClearingClient } from './support/clients.js';
-import { createBareDatabase } from './support/database.js';
+import { createBareDatabase, openTestPool } from './support/database.js';
 import { participant, transfer, uniqueId } from './support/fixtures.js';
 import { startNodeProcess, stopAllNodeProcesses, type NodeProcess } from './support/process.js';
 
@@ -81,8 +81,7 @@ const links: Link[] = [];
 
 beforeAll(async () => {
   database = await createBareDatabase();
-  sql = new pg.Pool({ connectionString: database.url, max: 2 });
-  sql.on('error', () => {});
+  sql = openTestPool(database.url, 2);
 });
 
 afterAll(async () => {

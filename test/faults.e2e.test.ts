@@ -3,7 +3,8 @@
 // settlement loop goes on once the database answers again.
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import pg from 'pg';
+import type pg from 'pg';
+import { openTestPool } from './support/database.js';
 import { TransferStatus } from '../src/gen/clearing/v1/transfer.js';
 import { createBank, transfer } from './support/fixtures.js';
 import { startTestNode, type TestNode } from './support/node.js';
@@ -13,7 +14,7 @@ let admin: pg.Pool;
 
 beforeAll(async () => {
   t = await startTestNode();
-  admin = new pg.Pool({ connectionString: t.databaseUrl, max: 1 });
+  admin = openTestPool(t.databaseUrl, 1);
   await createBank(t.operator, 'FLTADEFFXXX', 1_000_000n);
   await createBank(t.operator, 'FLTBFRPPXXX', 1_000_000n);
 });

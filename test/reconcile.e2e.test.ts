@@ -1,7 +1,8 @@
 // Reconcile finds what is wrong, and the database refuses what must never
 // happen: an edited journal, a changed final transfer, a negative position.
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import pg from 'pg';
+import type pg from 'pg';
+import { openTestPool } from './support/database.js';
 import { createBank, transfer } from './support/fixtures.js';
 import { startTestNode, type TestNode } from './support/node.js';
 
@@ -10,7 +11,7 @@ let db: pg.Pool;
 
 beforeAll(async () => {
   t = await startTestNode();
-  db = new pg.Pool({ connectionString: t.databaseUrl, max: 1 });
+  db = openTestPool(t.databaseUrl, 1);
   await createBank(t.operator, 'RECADEFFXXX', 1_000n);
   await createBank(t.operator, 'RECBFRPPXXX');
   await t.participant('RECADEFFXXX').submitTransfer({ transfer: transfer('RECADEFFXXX', 'RECBFRPPXXX', 100n), waitForFinal: false });

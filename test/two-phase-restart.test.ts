@@ -2,12 +2,11 @@
 // process on the same database) they expire — each exactly once — the
 // reservations are released, both banks are told, and Reconcile is clean.
 import { afterAll, expect, test } from 'vitest';
-import pg from 'pg';
 import { AcceptanceMode } from '../src/gen/clearing/v1/participant.js';
 import { TransferStatus } from '../src/gen/clearing/v1/transfer.js';
 import { clearingClient, operatorClient } from './support/clients.js';
 import { createBank, transfer } from './support/fixtures.js';
-import { createBareDatabase } from './support/database.js';
+import { createBareDatabase, openTestPool } from './support/database.js';
 import { startNodeProcess, stopAllNodeProcesses } from './support/process.js';
 
 afterAll(async () => {
@@ -17,7 +16,7 @@ afterAll(async () => {
 test('reservations outstanding at a SIGKILL expire after restart, once each', async () => {
   const database = await createBareDatabase();
   const timeouts = { CLEARING_RESERVATION_TIMEOUT_MS: '1500', CLEARING_EXPIRY_SWEEP_INTERVAL_MS: '50' };
-  const db = new pg.Pool({ connectionString: database.url, max: 1 });
+  const db = openTestPool(database.url, 1);
   try {
     const a = await startNodeProcess({ databaseUrl: database.url, name: 'node-a', env: timeouts });
     const operatorA = operatorClient(a.address);

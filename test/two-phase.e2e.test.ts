@@ -3,7 +3,8 @@
 // expired — exactly once, whichever node process the parties talk to.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { status } from '@grpc/grpc-js';
-import pg from 'pg';
+import type pg from 'pg';
+import { openTestPool } from './support/database.js';
 import { AcceptanceMode } from '../src/gen/clearing/v1/participant.js';
 import { CreditorDecision, TransferStatus } from '../src/gen/clearing/v1/transfer.js';
 import type { StreamInboundTransfersResponse } from '../src/gen/clearing/v1/clearing_service.js';
@@ -23,7 +24,7 @@ beforeAll(async () => {
   a = await startTestNode(env);
   // A second node process on the same database (in-process here; crash tests use real processes).
   b = await startTestNode(env, a.databaseUrl);
-  db = new pg.Pool({ connectionString: a.databaseUrl, max: 2 });
+  db = openTestPool(a.databaseUrl, 2);
 });
 afterAll(async () => {
   await db?.end();

@@ -15,7 +15,8 @@ let db: TestDatabase;
 let pool: pg.Pool;
 beforeAll(async () => {
   db = await createTestDatabase();
-  pool = createPool(db.url, 10);
+  // afterAll drops the database WITH (FORCE), which may end connections pool.end() is still closing.
+  pool = createPool(db.url, 10, () => {});
   await db.pool.query(`INSERT INTO participants (bic, name, kind, status, acceptance_mode, settlement_currencies)
                        VALUES ('ENGNDEFFXXX', 'Engine test bank', 'BANK', 'ACTIVE', 'AUTOMATIC', '{EUR}')`);
   await db.pool.query(`INSERT INTO positions (bic, currency) VALUES ('ENGNDEFFXXX', 'EUR')`);

@@ -38,7 +38,7 @@ describe('queryInOrder', () => {
   });
 
   test("on the node's pipelining pool, the queries leave in one socket write", async () => {
-    const pool = createPool(db.url, 1);
+    const pool = createPool(db.url, 1, () => {});
     await withClient(pool, async (client) => {
       const stream = (client as unknown as { connection: { stream: { _write: unknown; _writev: unknown } } }).connection.stream;
       let writes = 0;

@@ -40,8 +40,15 @@ export async function locateDatabase(options: {
   }
 }
 
-export function createPool(url: string, max: number): pg.Pool {
-  return new pg.Pool({
+/**
+ * The node's pool. `onIdleError` hears of connections that fail while idle in
+ * the pool (a Postgres restart, a failover, pg_terminate_backend, DROP DATABASE
+ * WITH FORCE, or a backend ended while pool.end() still waits for it): the
+ * pool discards them and makes new ones, and without a listener its 'error'
+ * event would end the process.
+ */
+export function createPool(url: string, max: number, onIdleError: (error: Error) => void): pg.Pool {
+  const pool = new pg.Pool({
     connectionString: url,
     max,
     // A database that does not answer fails calls with UNAVAILABLE instead of hanging them.
@@ -64,4 +71,6 @@ export function createPool(url: string, max: number): pg.Pool {
     // or error, and a failure inside a transaction aborts the rest as before.
     pipeline: true,
   });
+  pool.on('error', onIdleError);
+  return pool;
 }

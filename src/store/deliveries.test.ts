@@ -6,9 +6,9 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createBareDatabase, createTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { createBareDatabase, createTestDatabase, openTestPool, type TestDatabase } from '../../test/support/database.js';
 import { migrate } from './migrate.js';
 import { deliveredRangeSequencesMax, insertConfirmationDeliveries, selectConfirmationEvents } from './reads.js';
 import { purgeConfirmations } from './retention.js';
@@ -91,8 +91,7 @@ describe('confirmation delivery marks', () => {
 describe('migration 0002', () => {
   test('keeps the delivery marks written before it, and those of nodes of the previous version', async () => {
     const bare = await createBareDatabase();
-    const pool = new pg.Pool({ connectionString: bare.url, max: 2 });
-    pool.on('error', () => {});
+    const pool = openTestPool(bare.url, 2);
     const directory = await mkdtemp(path.join(os.tmpdir(), 'clearing-0001-'));
     try {
       await copyFile(new URL('./migrations/0001_initial.sql', import.meta.url), path.join(directory, '0001_initial.sql'));

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { createBareDatabase, createTestDatabase, databaseAdminUrl, type TestDatabase } from '../../test/support/database.js';
+import { createBareDatabase, createTestDatabase, databaseAdminUrl, openTestPool, type TestDatabase } from '../../test/support/database.js';
 import { loadMigrations, migrate, migrationAdvisoryLockKey } from './migrate.js';
 
 /** Writes migration files into a fresh temporary directory and returns its URL. */
@@ -116,9 +116,7 @@ describe('migrate on a bare database', () => {
     const bare = await createBareDatabase();
     cleanups.push(() => bare.drop());
     const pools = Array.from({ length: count }, () => {
-      const pool = new pg.Pool({ connectionString: bare.url, max: 2 });
-      pool.on('error', () => {});
-      return pool;
+      return openTestPool(bare.url, 2);
     });
     cleanups.push(async () => {
       await Promise.all(pools.map((pool) => pool.end()));

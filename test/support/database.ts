@@ -78,12 +78,21 @@ export async function createBareDatabase(): Promise<{ name: string; url: string;
   };
 }
 
+/**
+ * A pool for a test's own queries. Its databases are dropped WITH (FORCE), which
+ * ends connections pool.end() may still be closing, and some tests end backends
+ * on purpose: without an 'error' listener either would end the test worker.
+ */
+export function openTestPool(url: string, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => {});
+  return pool;
+}
+
 /** A fresh database with every migration applied, and a pool on it. */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const bare = await createBareDatabase();
-  const pool = new pg.Pool({ connectionString: bare.url, max: testPoolConnectionsMax });
-  // DROP ... WITH (FORCE) terminates our idle connections; that must not crash the worker.
-  pool.on('error', () => {});
+  const pool = openTestPool(bare.url, testPoolConnectionsMax);
   try {
     await migrate(pool);
   } catch (error) {
