@@ -3,8 +3,10 @@
 // of it, drops it and connects anew. Without its 'error' listener the pool's
 // 'error' event would end the process (CI once failed on exactly that).
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import type pg from 'pg';
+import { createTestDatabase, openTestPool, type TestDatabase } from '../../test/support/database.js';
 import { createPool, nodePlanCacheMode } from './database.js';
+import { selectDueReservations } from './reads.js';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -34,32 +36,45 @@ test('an idle connection terminated by the server is reported and replaced; the 
 });
 
 test("the node's statements are planned for the tables as they are, not by a plan cached while they were empty", async () => {
-  const pool = createPool(db.url, 1, () => {});
+  // Autovacuum's ANALYZE would replan both; this checks the time before it.
+  await db.pool.query('ALTER TABLE transfers SET (autovacuum_enabled = off)');
+  const node = createPool(db.url, 1, () => {});
+  // A control with Postgres' default (auto): the scenario must be one in which a cached plan goes wrong.
+  const control = openTestPool(db.url, 1);
   try {
-    const client = await pool.connect();
-    try {
-      expect((await client.query('SHOW plan_cache_mode')).rows[0].plan_cache_mode).toBe(nodePlanCacheMode);
-      // The expiry sweep, run more than five times while the table is empty (as on a fresh database) ...
-      await client.query(
-        `PREPARE due (int) AS SELECT instruction_id FROM transfers WHERE status = 'RESERVED' AND expire_at <= now() ORDER BY expire_at LIMIT $1`,
-      );
-      for (let run = 0; run < 6; run++) await client.query('EXECUTE due (10)');
-      // ... then 20,000 settled transfers arrive, before autovacuum's first ANALYZE.
-      await db.pool.query(
-        `INSERT INTO transfers (debtor_agent, instruction_id, end_to_end_id, uetr, creditor_agent, currency, amount_minor,
-           debtor_name, debtor_iban, creditor_name, creditor_iban, request_digest, status, received_at, final_at, batch_id)
-         SELECT 'PLNADEFFXXX', 'plan-' || i, 'e2e-' || i, gen_random_uuid(), 'PLNBDEFFXXX', 'EUR', 1, 'n', 'i', 'n', 'i',
-                '\\x00', 'SETTLED', now(), now(), 1
-           FROM generate_series(1, 20000) i`,
-      );
-      const { rows } = await client.query('EXPLAIN (FORMAT JSON) EXECUTE due (10)');
-      const plan = JSON.stringify(rows[0]['QUERY PLAN']);
-      // A generic plan cached while the table was empty reads every transfer (a Seq Scan).
-      expect(plan).not.toContain('Seq Scan');
-      expect(plan).toContain('transfers_reserved_expire_idx');
-    } finally {
-      client.release();
+    expect((await node.query('SHOW plan_cache_mode')).rows[0].plan_cache_mode).toBe(nodePlanCacheMode);
+    // The expiry sweep, run more than five times while the table is empty (as on a fresh database) ...
+    for (let run = 0; run < 6; run++) {
+      expect(await selectDueReservations(node, 10)).toEqual([]);
+      expect(await selectDueReservations(control, 10)).toEqual([]);
     }
+    // ... then 20,000 settled transfers arrive, before any ANALYZE.
+    await db.pool.query(
+      `INSERT INTO transfers (debtor_agent, instruction_id, end_to_end_id, uetr, creditor_agent, currency, amount_minor,
+         debtor_name, debtor_iban, creditor_name, creditor_iban, request_digest, status, received_at, final_at, batch_id)
+       SELECT 'PLNADEFFXXX', 'plan-' || i, 'e2e-' || i, gen_random_uuid(), 'PLNBDEFFXXX', 'EUR', 1, 'n', 'i', 'n', 'i',
+              '\\x00', 'SETTLED', now(), now(), 1
+         FROM generate_series(1, 20000) i`,
+    );
+    // The statement the sweep prepared (by name, on the pool's one connection), as it would run next.
+    const planOf = async (pool: pg.Pool) =>
+      JSON.stringify((await pool.query('EXPLAIN (FORMAT JSON) EXECUTE transfers_due_reservations (10)')).rows[0]['QUERY PLAN']);
+    expect(await planOf(control)).toContain('Seq Scan');
+    const plan = await planOf(node);
+    expect(plan).not.toContain('Seq Scan');
+    expect(plan).toContain('transfers_reserved_expire_idx');
+  } finally {
+    await Promise.all([node.end(), control.end()]);
+  }
+});
+
+test('startup options from DATABASE_URL are kept beside the plan cache mode', async () => {
+  const url = new URL(db.url);
+  url.searchParams.set('options', '-c search_path=public,pg_catalog');
+  const pool = createPool(url.toString(), 1, () => {});
+  try {
+    const { rows } = await pool.query(`SELECT current_setting('search_path') AS path, current_setting('plan_cache_mode') AS mode`);
+    expect(rows).toEqual([{ path: 'public,pg_catalog', mode: nodePlanCacheMode }]);
   } finally {
     await pool.end();
   }

@@ -44,15 +44,45 @@ export async function locateDatabase(options: {
 export const nodePlanCacheMode = 'force_custom_plan';
 
 /**
+ * The URL without its startup options, and those options followed by the
+ * plan cache mode: node-postgres lets a URL's `?options=` replace options set
+ * beside it, so they travel as one setting. Set at startup, a setting the
+ * server refuses fails the connection instead of leaving it with other plans.
+ */
+function withPlanCacheMode(url: string): { connectionString: string; options: string } {
+  const mode = `-c plan_cache_mode=${nodePlanCacheMode}`;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { connectionString: url, options: mode };
+  }
+  const given = parsed.searchParams.get('options');
+  if (given === null || given === '') return { connectionString: url, options: mode };
+  parsed.searchParams.delete('options');
+  return { connectionString: parsed.toString(), options: `${given} ${mode}` };
+}
+
+/**
  * The node's pool. `onIdleError` hears of connections that fail while idle in
  * the pool (a Postgres restart, a failover, pg_terminate_backend, DROP DATABASE
  * WITH FORCE, or a backend ended while pool.end() still waits for it): the
- * pool discards them and makes new ones, and without a listener its 'error'
- * event would end the process.
+ * pool discards them and connects anew at the next checkout, and without a
+ * listener its 'error' event would end the process.
+ *
+ * Every statement is planned for its parameters and the tables as they are
+ * (plan_cache_mode). A named statement otherwise switches to a generic plan
+ * after five runs, cached for the connection's life until its table's
+ * statistics change: on a freshly migrated database every table says it is
+ * empty, and the generic plans were whole-table scans (the expiry sweep,
+ * five times a second, read every transfer until autovacuum first analyzed
+ * the table: 62 ms a sweep at 300,000 transfers). Planning these reads costs
+ * ~0.1 ms; the settlement transaction sets the same for itself
+ * (beginSettlementSql), whatever its connection says.
  */
 export function createPool(url: string, max: number, onIdleError: (error: Error) => void): pg.Pool {
   const pool = new pg.Pool({
-    connectionString: url,
+    ...withPlanCacheMode(url),
     max,
     // A database that does not answer fails calls with UNAVAILABLE instead of hanging them.
     connectionTimeoutMillis: 5_000,
@@ -75,16 +105,5 @@ export function createPool(url: string, max: number, onIdleError: (error: Error)
     pipeline: true,
   });
   pool.on('error', onIdleError);
-  // Every statement planned for its parameters and the tables as they are.
-  // A named statement otherwise switches to a generic plan after five runs,
-  // cached for the connection's life until its table's statistics change: on
-  // a freshly migrated database every table says it is empty, and the
-  // generic plans were whole-table scans (the expiry sweep, five times a
-  // second, read every transfer until autovacuum first analyzed the table:
-  // 62 ms a sweep at 300,000 transfers). Planning these reads costs ~0.1 ms;
-  // the settlement transaction sets the same for itself (beginSettlementSql).
-  pool.on('connect', (client) => {
-    client.query(`SET plan_cache_mode = ${nodePlanCacheMode}`).catch(onIdleError);
-  });
   return pool;
 }

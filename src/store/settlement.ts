@@ -88,8 +88,9 @@ export const readSnapshotSql = `
 // migrating, or before autovacuum's next ANALYZE), and generic plans cached
 // while it was small, gave hash joins over whole-table scans that grew with
 // the table — measured 8.2 ms per ~55-transfer batch for the snapshot read,
-// against ~1 ms as index probes. So the transaction turns the other join and
-// scan methods off, and the plans (generic, made once per connection) stay
+// against ~1 ms as index probes. So the transaction plans each statement for
+// its parameters (custom plans, as the node's connections do anyway: see
+// createPool) with the other join and scan methods off, and the plans stay
 // probes. SET LOCAL scopes this to the transaction; one round trip with BEGIN.
 export const beginSettlementSql =
   'BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = off; ' +
