@@ -231,9 +231,8 @@ export class SettlementEngine {
         });
       });
       this.wakeAll();
-      // Enough queued to decide a batch ahead: a pipeline waiting for a batch in flight may take it now.
-      const min = this.limits.decideAheadOperationsMin;
-      if (min > 0 && this.queueDepth >= min) this.wakeFinishWaiters();
+      // A pipeline waiting for a batch in flight may take this one now.
+      if (this.enoughToDecideAhead()) this.wakeFinishWaiters();
     });
   }
 
@@ -286,12 +285,16 @@ export class SettlementEngine {
    * participants nobody is settling still start at once, in parallel.
    */
   private mayTakeNext(): boolean {
-    if (this.inFlight.size === 0) return true;
-    const min = this.limits.decideAheadOperationsMin;
-    if (min > 0 && this.queueDepth >= min) return true;
+    if (this.inFlight.size === 0 || this.enoughToDecideAhead()) return true;
     const head = this.queue[this.head];
     if (head === undefined) return true;
     return !someParticipant(head.operation, (bic) => this.inFlight.has(bic));
+  }
+
+  /** Whether enough is queued for a batch decided ahead of its locks. */
+  private enoughToDecideAhead(): boolean {
+    const min = this.limits.decideAheadOperationsMin;
+    return min > 0 && this.queueDepth >= min;
   }
 
   /** Marks `participants` as held by one more batch in flight, until the returned function is called. */
