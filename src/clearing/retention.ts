@@ -1,5 +1,5 @@
 // Confirmation retention: every node purges confirmations older than the
-// retention period in bounded chunks (SKIP LOCKED shares the work).
+// retention period in bounded chunks (one node at a time: an advisory lock).
 import type pg from 'pg';
 import { purgeConfirmations } from '../store/retention.js';
 import { runPeriodically, type Periodic } from './periodic.js';
@@ -10,18 +10,16 @@ export interface RetentionLimits {
   sweepIntervalMs: number;
   /** Most confirmations deleted per statement. */
   purgeChunkMax: number;
-  /** Most chunks per sweep, so one sweep never runs unbounded. */
+  /** Most statements per participant and sweep, so one sweep never runs unbounded. */
   purgeChunksPerSweepMax: number;
 }
 
 export function startConfirmationRetention(db: pg.Pool, limits: RetentionLimits, logger: Logger): Periodic {
   return runPeriodically(limits.sweepIntervalMs, async () => {
     try {
-      for (let chunk = 0; chunk < limits.purgeChunksPerSweepMax; chunk++) {
-        const deleted = await purgeConfirmations(db, limits.retentionSeconds, limits.purgeChunkMax);
-        if (deleted > 0) logger.info({ deleted }, 'purged confirmations past retention');
-        if (deleted < limits.purgeChunkMax) break;
-      }
+      const result = await purgeConfirmations(db, limits.retentionSeconds, limits.purgeChunkMax, limits.purgeChunksPerSweepMax);
+      if (result.deleted > 0) logger.info({ deleted: result.deleted }, 'purged confirmations past retention');
+      if (result.skipped) logger.debug('another node is purging confirmations; skipped this sweep');
     } catch (error) {
       logger.warn({ err: error }, 'confirmation purge failed; will retry');
     }

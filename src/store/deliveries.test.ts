@@ -23,22 +23,50 @@ afterAll(async () => {
 
 const at = (seconds: number) => new Date(Date.UTC(2026, 10, 27, 9, 0, seconds));
 
-/** A confirmation of transfer (debtor, instruction) for `bic`, numbered `sequence`. */
-async function confirmation(pool: pg.Pool, bic: string, sequence: number, debtor: string, instruction: string, role: string, finalAt = new Date()) {
+type Role = 'DEBTOR' | 'CREDITOR' | 'INTERMEDIARY';
+
+/**
+ * A settled transfer (debtor, instruction) and its confirmations, numbered as
+ * given; `numbered` false leaves the transfer without their sequence numbers,
+ * as a database before migration 0004 has it.
+ */
+async function settledTransfer(
+  pool: pg.Pool,
+  debtor: string,
+  instruction: string,
+  confirmations: Partial<Record<Role, { bic: string; sequence: number }>>,
+  finalAt = new Date(),
+  numbered = true,
+) {
+  const creditor = confirmations.CREDITOR?.bic ?? 'DLVZDEFFXXX';
+  const intermediary = confirmations.INTERMEDIARY?.bic ?? '';
+  const sequences = numbered ? [confirmations.DEBTOR?.sequence ?? null, confirmations.CREDITOR?.sequence ?? null, confirmations.INTERMEDIARY?.sequence ?? null] : [];
   await pool.query(
-    `INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status, final_at, batch_id)
-     VALUES ($1, $2, $3, $4, $5, 'SETTLED', $6, 1)`,
-    [bic, sequence, debtor, instruction, role, finalAt],
+    `INSERT INTO transfers (debtor_agent, instruction_id, end_to_end_id, uetr, creditor_agent, intermediary_agent, currency,
+       amount_minor, debtor_name, debtor_iban, creditor_name, creditor_iban, request_digest, status, received_at, final_at, batch_id
+       ${numbered ? ', debtor_confirmation, creditor_confirmation, intermediary_confirmation' : ''})
+     VALUES ($1, $2, $2, gen_random_uuid(), $3, $4, 'EUR', 1, 'n', 'i', 'n', 'i', '\\x00', 'SETTLED', $5, $5, 1
+       ${numbered ? ', $6, $7, $8' : ''})`,
+    [debtor, instruction, creditor, intermediary, finalAt, ...sequences],
   );
+  for (const [role, c] of Object.entries(confirmations)) {
+    await pool.query(
+      `INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status, final_at, batch_id)
+       VALUES ($1, $2, $3, $4, $5, 'SETTLED', $6, 1)`,
+      [c.bic, c.sequence, debtor, instruction, role, finalAt],
+    );
+  }
 }
 
 const range = (bic: string, firstSequence: bigint, lastSequence: bigint, deliveredAt: Date) => ({ bic, firstSequence, lastSequence, deliveredAt });
 
 describe('confirmation delivery marks', () => {
   test('a confirmation was delivered at the earliest range that holds it, of its own bank', async () => {
-    await confirmation(db.pool, 'DLVADEFFXXX', 3, 'DLVADEFFXXX', 'dlv-1', 'DEBTOR');
-    await confirmation(db.pool, 'DLVBDEFFXXX', 7, 'DLVADEFFXXX', 'dlv-1', 'CREDITOR');
-    await confirmation(db.pool, 'DLVGDEFFXXX', 2, 'DLVADEFFXXX', 'dlv-1', 'INTERMEDIARY');
+    await settledTransfer(db.pool, 'DLVADEFFXXX', 'dlv-1', {
+      DEBTOR: { bic: 'DLVADEFFXXX', sequence: 3 },
+      CREDITOR: { bic: 'DLVBDEFFXXX', sequence: 7 },
+      INTERMEDIARY: { bic: 'DLVGDEFFXXX', sequence: 2 },
+    });
     await insertConfirmationDeliveries(db.pool, [
       range('DLVADEFFXXX', 1n, 2n, at(1)), // before it
       range('DLVADEFFXXX', 3n, 5n, at(30)), // holds it, later
@@ -60,7 +88,7 @@ describe('confirmation delivery marks', () => {
   test('a confirmation at the far end of the longest range is found', async () => {
     const last = 5_000;
     const first = last - deliveredRangeSequencesMax + 1;
-    await confirmation(db.pool, 'DLVLDEFFXXX', last, 'DLVLDEFFXXX', 'dlv-long', 'DEBTOR');
+    await settledTransfer(db.pool, 'DLVLDEFFXXX', 'dlv-long', { DEBTOR: { bic: 'DLVLDEFFXXX', sequence: last } });
     await insertConfirmationDeliveries(db.pool, [range('DLVLDEFFXXX', BigInt(first), BigInt(last), at(5))]);
     expect((await selectConfirmationEvents(db.pool, 'DLVLDEFFXXX', 'dlv-long')).map((e) => e.deliveredAt)).toEqual([at(5)]);
   });
@@ -74,11 +102,12 @@ describe('confirmation delivery marks', () => {
   test('retention forgets the ranges of the confirmations it purges, and only those', async () => {
     const bic = 'DLVRDEFFXXX';
     const old = new Date(Date.now() - 2 * 86_400_000);
+    await db.pool.query(`INSERT INTO participants (bic, name, kind, status, acceptance_mode) VALUES ($1, 'Bank', 'BANK', 'ACTIVE', 'AUTOMATIC')`, [bic]);
     for (let sequence = 1; sequence <= 6; sequence++) {
-      await confirmation(db.pool, bic, sequence, bic, `dlv-r${sequence}`, 'DEBTOR', sequence <= 4 ? old : new Date());
+      await settledTransfer(db.pool, bic, `dlv-r${sequence}`, { DEBTOR: { bic, sequence } }, sequence <= 4 ? old : new Date());
     }
     await insertConfirmationDeliveries(db.pool, [range(bic, 1n, 2n, at(1)), range(bic, 3n, 5n, at(2)), range(bic, 6n, 6n, at(3))]);
-    expect(await purgeConfirmations(db.pool, 86_400, 100)).toBe(4);
+    expect(await purgeConfirmations(db.pool, 86_400, 100, 10)).toEqual({ deleted: 4, skipped: false });
     const left = await db.pool.query(`SELECT first_sequence::int AS first, last_sequence::int AS last FROM confirmation_deliveries WHERE bic = $1 ORDER BY 1`, [bic]);
     expect(left.rows).toEqual([
       { first: 3, last: 5 },
@@ -96,9 +125,15 @@ describe('migration 0002', () => {
     try {
       await copyFile(new URL('./migrations/0001_initial.sql', import.meta.url), path.join(directory, '0001_initial.sql'));
       await migrate(pool, { directory: pathToFileURL(`${directory}/`) });
-      await confirmation(pool, 'MIGADEFFXXX', 1, 'MIGADEFFXXX', 'mig-1', 'DEBTOR');
-      await confirmation(pool, 'MIGBDEFFXXX', 2, 'MIGADEFFXXX', 'mig-1', 'CREDITOR');
-      await confirmation(pool, 'MIGCDEFFXXX', 3, 'MIGADEFFXXX', 'mig-1', 'INTERMEDIARY');
+      // Before 0004, transfers do not keep their confirmations' sequence numbers; 0004 copies them.
+      await settledTransfer(
+        pool,
+        'MIGADEFFXXX',
+        'mig-1',
+        { DEBTOR: { bic: 'MIGADEFFXXX', sequence: 1 }, CREDITOR: { bic: 'MIGBDEFFXXX', sequence: 2 }, INTERMEDIARY: { bic: 'MIGCDEFFXXX', sequence: 3 } },
+        new Date(),
+        false,
+      );
       await pool.query(`UPDATE confirmations SET delivered_at = $1 WHERE bic = 'MIGADEFFXXX'`, [at(7)]);
 
       expect((await migrate(pool)).applied[0]).toBe('0002_confirmation_deliveries.sql');

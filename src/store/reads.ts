@@ -331,10 +331,11 @@ export interface ConfirmationEvent {
 }
 
 /**
- * The confirmations of one transfer, for its lifecycle. A confirmation was
- * first delivered at the earliest of the delivered ranges holding it; a range
- * spans at most deliveredRangeSequencesMax sequences, so only those starting
- * that close before it are read. Nodes before migration 0002 set
+ * The confirmations of one transfer, for its lifecycle: by primary key, from
+ * the sequence numbers the transfer keeps (migration 0004). A confirmation
+ * was first delivered at the earliest of the delivered ranges holding it; a
+ * range spans at most deliveredRangeSequencesMax sequences, so only those
+ * starting that close before it are read. Nodes before migration 0002 set
  * delivered_at instead (least() ignores whichever is null).
  */
 export const confirmationEventsSql = `
@@ -343,8 +344,12 @@ export const confirmationEventsSql = `
                (SELECT min(d.delivered_at) FROM confirmation_deliveries d
                  WHERE d.bic = c.bic AND d.first_sequence BETWEEN c.sequence - ${deliveredRangeSequencesMax - 1} AND c.sequence
                    AND d.last_sequence >= c.sequence)) AS delivered_at
-    FROM confirmations c
-   WHERE c.debtor_agent = $1::text AND c.instruction_id = $2::text
+    FROM transfers t
+   CROSS JOIN LATERAL (VALUES (t.debtor_agent, t.debtor_confirmation),
+                             (t.creditor_agent, t.creditor_confirmation),
+                             (t.intermediary_agent, t.intermediary_confirmation)) AS k(bic, sequence)
+    JOIN confirmations c ON c.bic = k.bic AND c.sequence = k.sequence
+   WHERE t.debtor_agent = $1::text AND t.instruction_id = $2::text
    ORDER BY c.sequence`;
 
 export async function selectConfirmationEvents(db: pg.Pool, debtorAgent: string, instructionId: string): Promise<ConfirmationEvent[]> {

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { beginSettlementSql, readSnapshotSql, writeBatch } from './settlement.js';
 import { confirmationEventsSql } from './reads.js';
-import { purgeConfirmationsSql } from './retention.js';
+import { participantsToPurgeSql, purgeConfirmationsSql } from './retention.js';
 import type { BatchWrites, TransferRow } from './rows.js';
 
 let db: TestDatabase;
@@ -160,6 +160,12 @@ function writes(kind: 'new' | 'finalizing'): BatchWrites {
   };
 }
 
+/**
+ * Nodes that name a table but find its rows through another node: a DELETE's
+ * ModifyTable, a Bitmap Heap Scan under its Bitmap Index Scan.
+ */
+const indexDriven = (n: PlanNode) => n['Node Type'] === 'ModifyTable' || n['Node Type'] === 'Bitmap Heap Scan';
+
 /** The transfer whose lifecycle InspectTransfer reads. */
 const inspectedValues = (): unknown[] => [bic(0), 'plan-40000'];
 
@@ -177,6 +183,7 @@ beforeAll(async () => {
   await prepare('plan_write_finalizing', finalizingWrite.text);
   await prepare('plan_events', confirmationEventsSql);
   await prepare('plan_purge', purgeConfirmationsSql);
+  await prepare('plan_purge_participants', participantsToPurgeSql);
   await explain('plan_read', readValues());
   await explain('plan_write_new', newWrite.values);
   await explain('plan_write_finalizing', finalizingWrite.values);
@@ -187,16 +194,17 @@ beforeAll(async () => {
     INSERT INTO positions (bic, currency, balance_minor) SELECT bic, 'EUR', 1000000000 FROM participants;`);
   await db.pool.query(
     `INSERT INTO transfers (debtor_agent, instruction_id, end_to_end_id, uetr, creditor_agent, currency, amount_minor,
-       debtor_name, debtor_iban, creditor_name, creditor_iban, request_digest, status, received_at, final_at, batch_id)
+       debtor_name, debtor_iban, creditor_name, creditor_iban, request_digest, status, received_at, final_at, batch_id,
+       creditor_confirmation)
      SELECT 'PLN' || chr(65 + i % 20) || 'DEFFXXX', 'plan-' || i, 'e2e-' || i, gen_random_uuid(),
             'PLN' || chr(65 + (i + 1) % 20) || 'DEFFXXX', 'EUR', 1 + i % 1000, 'n', 'i', 'n', 'i',
-            '\\x00', 'SETTLED', now(), now(), 1
+            '\\x00', 'SETTLED', now(), now(), 1, i
        FROM generate_series(1, $1) i`,
     [transfersStored],
   );
   await db.pool.query(
     `INSERT INTO confirmations (bic, sequence, debtor_agent, instruction_id, role, status, final_at, batch_id)
-     SELECT 'PLN' || chr(65 + i % 20) || 'DEFFXXX', i, 'PLNADEFFXXX', 'plan-' || i, 'CREDITOR', 'SETTLED', now(), 1
+     SELECT 'PLN' || chr(65 + (i + 1) % 20) || 'DEFFXXX', i, 'PLN' || chr(65 + i % 20) || 'DEFFXXX', 'plan-' || i, 'CREDITOR', 'SETTLED', now(), 1
        FROM generate_series(1, $1) i`,
     [transfersStored],
   );
@@ -235,20 +243,32 @@ describe('settlement statements on 60,000 transfers whose statistics say the tab
     const plan = await explain('plan_events', inspectedValues(), 'force_custom_plan');
     expect(plan.filter((n) => n['Node Type'] === 'Seq Scan' || n['Node Type'] === 'Hash Join' || n['Node Type'] === 'Merge Join')).toEqual([]);
     const probes = plan.filter((n) => ['Index Scan', 'Index Only Scan', 'Bitmap Index Scan'].includes(n['Node Type']));
-    // The transfer's confirmations by its key, their delivered ranges by bic and a bounded run of first sequences.
-    expect(probes.map((n) => n['Index Name']).sort()).toEqual(['confirmation_deliveries_start_idx', 'confirmations_transfer_idx']);
+    // The transfer by its key, its confirmations by theirs, their delivered ranges by bic and a bounded run of first sequences.
+    expect(probes.map((n) => n['Index Name']).sort()).toEqual(['confirmation_deliveries_start_idx', 'confirmations_pkey', 'transfers_pkey']);
     for (const probe of probes) expect(probe['Index Cond']).toBeDefined();
     expect(probes.find((n) => n['Index Name'] === 'confirmation_deliveries_start_idx')?.['Index Cond']).toMatch(/first_sequence >= /);
   });
 
   test('retention finds the delivered ranges it forgets by key', async () => {
     // Run as a settlement batch runs (a plain custom plan was a hash join over a seq scan of it).
-    const plan = await explain('plan_purge', [86_400, 1_000]);
+    const plan = await explain('plan_purge', [bic(1), 86_400, 1_000]);
     // How the DELETE finds its rows (its ModifyTable node names the table too).
-    const onDeliveries = plan.filter((n) => n['Node Type'] !== 'ModifyTable' && (n['Relation Name'] === 'confirmation_deliveries' || (n['Index Name'] ?? '').startsWith('confirmation_deliveries')));
+    const onDeliveries = plan.filter((n) => !indexDriven(n) && (n['Relation Name'] === 'confirmation_deliveries' || (n['Index Name'] ?? '').startsWith('confirmation_deliveries')));
     expect(onDeliveries.length).toBeGreaterThan(0);
     expect(onDeliveries.filter((n) => n['Index Name'] !== 'confirmation_deliveries_start_idx' || n['Index Cond'] === undefined)).toEqual([]);
     expect(plan.filter((n) => n['Node Type'] === 'Seq Scan' && n['Relation Name'] !== 'participants')).toEqual([]);
+  });
+
+  test('retention walks confirmations by primary key, oldest first', async () => {
+    const purge = await explain('plan_purge', [bic(1), 86_400, 1_000]);
+    const onConfirmations = purge.filter((n) => !indexDriven(n) && (n['Relation Name'] === 'confirmations' || (n['Index Name'] ?? '').startsWith('confirmations')));
+    expect(onConfirmations.length).toBeGreaterThan(0);
+    expect(onConfirmations.filter((n) => n['Index Name'] !== 'confirmations_pkey' || n['Index Cond'] === undefined)).toEqual([]);
+    // Which participants have confirmations past retention: their oldest, one probe each.
+    const participants = await explain('plan_purge_participants', [86_400]);
+    const probes = participants.filter((n) => n['Relation Name'] === 'confirmations' || (n['Index Name'] ?? '').startsWith('confirmations'));
+    expect(probes.length).toBeGreaterThan(0);
+    expect(probes.filter((n) => n['Index Name'] !== 'confirmations_pkey' || n['Index Cond'] === undefined)).toEqual([]);
   });
 
   test('each shape of write is its own prepared statement', () => {

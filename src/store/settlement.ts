@@ -131,6 +131,12 @@ const transferInsertColumns = `debtor_agent, instruction_id, end_to_end_id, uetr
       received_at, reserved_at, final_at, expire_at, trace_id, creditor_sequence`;
 
 /**
+ * A transfer's confirmation sequence numbers, kept on its row too, so that
+ * InspectTransfer finds its confirmations by their primary key (migration 0004).
+ */
+const confirmationColumns = 'debtor_confirmation, creditor_confirmation, intermediary_confirmation';
+
+/**
  * The journal entries a batch sends whole: those of liquidity transfers. A
  * transfer's entry is derived in SQL (derivedInserts); asserts that the batch
  * has one for each settled transfer, and each confirmation a sequence number
@@ -273,11 +279,11 @@ export function writeBatch(
     ]);
     ctes.push(`new_rows AS (
     SELECT * FROM ${newTransfer}
-      AS t(${transferInsertColumns}, debtor_confirmation, creditor_confirmation, intermediary_confirmation)
+      AS t(${transferInsertColumns}, ${confirmationColumns})
   )`);
     ctes.push(`new_transfers AS (
-    INSERT INTO transfers (${transferInsertColumns}, batch_id)
-    SELECT ${transferInsertColumns}, ${batch} FROM new_rows
+    INSERT INTO transfers (${transferInsertColumns}, ${confirmationColumns}, batch_id)
+    SELECT ${transferInsertColumns}, ${confirmationColumns}, ${batch} FROM new_rows
   )`);
     ctes.push(...derivedInserts('new_rows', batch, createdAt));
   }
@@ -297,7 +303,8 @@ export function writeBatch(
     ctes.push(`finalized_rows AS (
     UPDATE transfers t
        SET status = f.status, reason_code = f.reason_code, reason = f.reason, final_at = f.final_at,
-           batch_id = ${batch}
+           debtor_confirmation = f.debtor_confirmation, creditor_confirmation = f.creditor_confirmation,
+           intermediary_confirmation = f.intermediary_confirmation, batch_id = ${batch}
       FROM ${finalizing}
         AS f(debtor_agent, instruction_id, status, reason_code, reason, final_at,
              debtor_confirmation, creditor_confirmation, intermediary_confirmation)

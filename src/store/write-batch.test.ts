@@ -1,7 +1,8 @@
 // The settlement write stores exactly what the batch decided. The journal
 // entries and confirmations of new transfers are not sent row by row but
 // derived in SQL from the transfers' columns and per-role sequence numbers
-// (writeBatch): what lands must still be, row for row, what decideBatch wrote.
+// (writeBatch): what lands must still be, row for row, what decideBatch wrote,
+// and each transfer keeps the sequence numbers of its own confirmations.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { decideBatch, type Operation } from '../clearing/batch.js';
@@ -134,6 +135,21 @@ async function storeAndCompare(batchId: bigint, writes: BatchWrites): Promise<vo
         reason: c.reason,
         final_at: c.finalAt,
       })),
+  );
+  // Each transfer keeps its confirmations' sequence numbers (InspectTransfer
+  // reads them by these): exactly the confirmations written, none else.
+  const kept = await db.pool.query(
+    `SELECT k.bic, k.sequence::text AS sequence, t.debtor_agent, t.instruction_id, k.role
+       FROM transfers t
+      CROSS JOIN LATERAL (VALUES (t.debtor_agent, t.debtor_confirmation, 'DEBTOR'),
+                                (t.creditor_agent, t.creditor_confirmation, 'CREDITOR'),
+                                (t.intermediary_agent, t.intermediary_confirmation, 'INTERMEDIARY')) AS k(bic, sequence, role)
+      WHERE t.batch_id = $1 AND k.sequence IS NOT NULL
+      ORDER BY k.bic, k.sequence`,
+    [batchId.toString()],
+  );
+  expect(kept.rows).toEqual(
+    confirmations.rows.map((c) => ({ bic: c.bic, sequence: c.sequence, debtor_agent: c.debtor_agent, instruction_id: c.instruction_id, role: c.role })),
   );
   const journal = await db.pool.query(
     `SELECT currency, debit_account, credit_account, amount_minor::text AS amount_minor, transfer_debtor_agent,
