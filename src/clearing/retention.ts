@@ -10,7 +10,7 @@ export interface RetentionLimits {
   sweepIntervalMs: number;
   /** Most confirmations deleted per statement. */
   purgeChunkMax: number;
-  /** Most statements per participant and sweep, so one sweep never runs unbounded. */
+  /** Most statements per sweep, so one sweep never runs unbounded; the rest waits for the next. */
   purgeChunksPerSweepMax: number;
 }
 

@@ -29,17 +29,20 @@ export async function withClient<T>(pool: pg.Pool, run: (client: pg.PoolClient) 
 
 /** Runs `run` in a transaction: COMMIT after it, ROLLBACK if it throws. */
 export async function inTransaction<T>(pool: pg.Pool, begin: string, run: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  return withClient(pool, async (client) => {
-    await client.query(begin);
-    try {
-      const result = await run(client);
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    }
-  });
+  return withClient(pool, (client) => transactionOn(client, begin, run));
+}
+
+/** Runs `run` in a transaction on a client already checked out (see withClient). */
+export async function transactionOn<T>(client: pg.PoolClient, begin: string, run: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  await client.query(begin);
+  try {
+    const result = await run(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
 }
 
 /**

@@ -1,7 +1,8 @@
 // Delivery marks in the database: one row per delivered stream page; a
 // confirmation was delivered at the earliest range that holds it; retention
 // forgets the ranges with their confirmations; marks in the old column
-// (written before migration 0002, or by nodes of the previous version) still count.
+// (written before migration 0002, or by nodes of the previous version) still count;
+// migration 0004 gives each transfer its confirmations' numbers.
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -145,6 +146,55 @@ describe('migration 0002', () => {
         ['MIGBDEFFXXX', at(8)],
         ['MIGCDEFFXXX', at(9)],
       ]);
+    } finally {
+      await pool.end();
+      await bare.drop();
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('migration 0004', () => {
+  test('gives each transfer the numbers of the confirmations it had, and drops the two indexes', async () => {
+    const bare = await createBareDatabase();
+    const pool = openTestPool(bare.url, 2);
+    const directory = await mkdtemp(path.join(os.tmpdir(), 'clearing-0003-'));
+    try {
+      for (const name of ['0001_initial.sql', '0002_confirmation_deliveries.sql', '0003_settlement_expect.sql']) {
+        await copyFile(new URL(`./migrations/${name}`, import.meta.url), path.join(directory, name));
+      }
+      await migrate(pool, { directory: pathToFileURL(`${directory}/`) });
+      const all = { DEBTOR: { bic: 'MGDADEFFXXX', sequence: 4 }, CREDITOR: { bic: 'MGDBDEFFXXX', sequence: 9 }, INTERMEDIARY: { bic: 'MGDCDEFFXXX', sequence: 2 } } as const;
+      await settledTransfer(pool, 'MGDADEFFXXX', 'three', all, new Date(), false);
+      // Rejected at receipt (an unknown creditor): the debtor's confirmation only.
+      await settledTransfer(pool, 'MGDADEFFXXX', 'debtor-only', { DEBTOR: { bic: 'MGDADEFFXXX', sequence: 5 } }, new Date(), false);
+      await pool.query(
+        `INSERT INTO transfers (debtor_agent, instruction_id, end_to_end_id, uetr, creditor_agent, currency, amount_minor,
+           debtor_name, debtor_iban, creditor_name, creditor_iban, request_digest, status, received_at, reserved_at, expire_at, batch_id)
+         VALUES ('MGDADEFFXXX', 'reserved', 'reserved', gen_random_uuid(), 'MGDBDEFFXXX', 'EUR', 1, 'n', 'i', 'n', 'i', '\\x00',
+                 'RESERVED', now(), now(), now() + interval '1 minute', 1)`,
+      );
+
+      expect((await migrate(pool)).applied).toEqual(['0004_confirmations_by_key.sql']);
+      const numbers = await pool.query(
+        `SELECT instruction_id, debtor_confirmation::int AS d, creditor_confirmation::int AS c, intermediary_confirmation::int AS i
+           FROM transfers ORDER BY instruction_id`,
+      );
+      expect(numbers.rows).toEqual([
+        { instruction_id: 'debtor-only', d: 5, c: null, i: null },
+        { instruction_id: 'reserved', d: null, c: null, i: null },
+        { instruction_id: 'three', d: 4, c: 9, i: 2 },
+      ]);
+      expect((await selectConfirmationEvents(pool, 'MGDADEFFXXX', 'three')).map((e) => [e.bic, e.role])).toEqual([
+        ['MGDCDEFFXXX', 'INTERMEDIARY'],
+        ['MGDADEFFXXX', 'DEBTOR'],
+        ['MGDBDEFFXXX', 'CREDITOR'],
+      ]);
+      expect((await selectConfirmationEvents(pool, 'MGDADEFFXXX', 'debtor-only')).map((e) => e.role)).toEqual(['DEBTOR']);
+      // The copy went around the immutability trigger; afterwards it guards final transfers again.
+      await expect(pool.query(`UPDATE transfers SET reason = 'x' WHERE instruction_id = 'three'`)).rejects.toThrow(/is final/);
+      const indexes = await pool.query(`SELECT indexname FROM pg_indexes WHERE tablename = 'confirmations' ORDER BY 1`);
+      expect(indexes.rows.map((r) => r.indexname)).toEqual(['confirmations_pkey']);
     } finally {
       await pool.end();
       await bare.drop();

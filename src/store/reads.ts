@@ -349,6 +349,8 @@ export const confirmationEventsSql = `
                              (t.creditor_agent, t.creditor_confirmation),
                              (t.intermediary_agent, t.intermediary_confirmation)) AS k(bic, sequence)
     JOIN confirmations c ON c.bic = k.bic AND c.sequence = k.sequence
+                         -- The row fetched names its transfer: a wrong number shows nothing, not another's.
+                         AND c.debtor_agent = t.debtor_agent AND c.instruction_id = t.instruction_id
    WHERE t.debtor_agent = $1::text AND t.instruction_id = $2::text
    ORDER BY c.sequence`;
 

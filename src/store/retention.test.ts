@@ -1,5 +1,6 @@
 // Retention purges each participant's oldest run of confirmations past the
-// retention period, by primary key, in bounded statements, one node at a time.
+// retention period, by primary key, in bounded statements and sweeps, one
+// node at a time.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { purgeConfirmations, retentionAdvisoryLockKey } from './retention.js';
@@ -44,28 +45,37 @@ describe('purgeConfirmations', () => {
     expect(await purgeConfirmations(db.pool, day, 100, 10)).toEqual({ deleted: 0, skipped: false });
   });
 
-  test('deletes at most chunk × chunks per participant and sweep, the rest in the next sweep', async () => {
+  test('deletes at most chunk × chunks per sweep, the rest in the next sweeps', async () => {
     await participantWith('RETCDEFFXXX', [old(), old(), old(), old(), old(), young()]);
     await participantWith('RETDDEFFXXX', [old(), old(), old()]);
-    expect(await purgeConfirmations(db.pool, day, 2, 2)).toEqual({ deleted: 4 + 3, skipped: false });
+    expect(await purgeConfirmations(db.pool, day, 2, 2)).toEqual({ deleted: 4, skipped: false });
     expect(await kept('RETCDEFFXXX')).toEqual({ sequences: [5, 6], purgedThrough: 4 });
-    expect(await kept('RETDDEFFXXX')).toEqual({ sequences: [], purgedThrough: 3 });
-    expect(await purgeConfirmations(db.pool, day, 2, 2)).toEqual({ deleted: 1, skipped: false });
+    expect(await kept('RETDDEFFXXX')).toEqual({ sequences: [1, 2, 3], purgedThrough: 0 });
+    expect(await purgeConfirmations(db.pool, day, 2, 2)).toEqual({ deleted: 1 + 2, skipped: false });
     expect(await kept('RETCDEFFXXX')).toEqual({ sequences: [6], purgedThrough: 5 });
+    expect(await kept('RETDDEFFXXX')).toEqual({ sequences: [3], purgedThrough: 2 });
+    expect(await purgeConfirmations(db.pool, day, 2, 2)).toEqual({ deleted: 1, skipped: false });
+    expect(await kept('RETDDEFFXXX')).toEqual({ sequences: [], purgedThrough: 3 });
   });
 
-  test('skips its turn while another node purges', async () => {
+  test('skips its turn while another node purges, and lets go of the lock after its sweep', async () => {
     await participantWith('RETEDEFFXXX', [old(), young()]);
+    const key = retentionAdvisoryLockKey.toString();
+    // Another node's connection: checked out for the whole test, so never the one the sweeps run on.
     const other = await db.pool.connect();
     try {
-      await other.query('SELECT pg_advisory_lock($1::bigint)', [retentionAdvisoryLockKey.toString()]);
+      await other.query('SELECT pg_advisory_lock($1::bigint)', [key]);
       expect(await purgeConfirmations(db.pool, day, 100, 10)).toEqual({ deleted: 0, skipped: true });
       expect(await kept('RETEDEFFXXX')).toEqual({ sequences: [1, 2], purgedThrough: 0 });
-      await other.query('SELECT pg_advisory_unlock($1::bigint)', [retentionAdvisoryLockKey.toString()]);
+      await other.query('SELECT pg_advisory_unlock($1::bigint)', [key]);
+
+      expect((await purgeConfirmations(db.pool, day, 100, 10)).skipped).toBe(false);
+      expect(await kept('RETEDEFFXXX')).toEqual({ sequences: [2], purgedThrough: 1 });
+      // The sweep's pooled connection no longer holds the lock.
+      expect((await other.query('SELECT pg_try_advisory_lock($1::bigint) AS held', [key])).rows[0].held).toBe(true);
+      await other.query('SELECT pg_advisory_unlock($1::bigint)', [key]);
     } finally {
       other.release();
     }
-    expect((await purgeConfirmations(db.pool, day, 100, 10)).skipped).toBe(false);
-    expect(await kept('RETEDEFFXXX')).toEqual({ sequences: [2], purgedThrough: 1 });
   });
 });

@@ -1,36 +1,45 @@
 // Confirmation retention: delete each participant's oldest confirmations once
-// they are older than the retention period, a bounded number per statement,
-// with the records of their delivery, and record per participant how far the
-// purge went so a resume from before it is answered OUT_OF_RANGE.
+// they are older than the retention period, a bounded number per statement
+// and per sweep, with the records of their delivery, and record per
+// participant how far the purge went so a resume from before it is answered
+// OUT_OF_RANGE.
 //
-// The walk goes by primary key (bic, sequence), oldest first: confirmations
-// have no index on their final time (migration 0004 says why). A
-// participant's confirmations are purged as a run from its oldest on, up to
-// the first one still inside the retention period, so everything at or below
-// confirmations_purged_through is gone and everything above it is kept.
+// The walk goes by primary key (bic, sequence), oldest first, from the
+// participant's purge mark: confirmations have no index on their final time
+// (migration 0004 says why). A participant's confirmations are purged as a
+// run, up to the first one still inside the retention period, so everything
+// at or below confirmations_purged_through is gone and everything above it is
+// kept. One confirmation whose final time lies ahead (a node's clock far
+// ahead) therefore holds back the purge of that participant's later ones
+// until its own time has come; they are kept longer, never lost.
+import assert from 'node:assert/strict';
 import type pg from 'pg';
-import { inTransaction } from './client.js';
+import { transactionOn, withClient } from './client.js';
 import { beginSettlementSql } from './settlement.js';
 
 /**
- * Key of the advisory lock a purge holds for its transaction, so that one
+ * Key of the advisory lock a node holds for a whole purge sweep, so that one
  * node purges at a time and the others skip their turn: the ASCII bytes of
  * "retentio" as a big-endian int64. The migration lock uses "clearing".
  */
 export const retentionAdvisoryLockKey = 0x726574656e74696fn;
 
-/** Participants that have a confirmation past retention: their oldest is (one index probe each). */
+/** Participants whose oldest kept confirmation is past retention (one index probe each). */
 export const participantsToPurgeSql = `
   SELECT p.bic FROM participants p
-   WHERE (SELECT c.final_at FROM confirmations c WHERE c.bic = p.bic ORDER BY c.sequence LIMIT 1)
+   WHERE (SELECT c.final_at FROM confirmations c
+           WHERE c.bic = p.bic AND c.sequence > p.confirmations_purged_through
+           ORDER BY c.sequence LIMIT 1)
          < now() - make_interval(secs => $1::float8)
    ORDER BY p.bic`;
 
-/** The statement of purgeConfirmations (exported for its plan test). */
-export const purgeConfirmationsSql = `WITH walked AS (
-             -- The participant's oldest confirmations, by primary key.
+/** The statement of one purge step (exported for its plan test). */
+export const purgeConfirmationsSql = `WITH mark AS (
+             SELECT confirmations_purged_through AS after FROM participants WHERE bic = $1::text
+           ), walked AS (
+             -- The participant's oldest kept confirmations, by primary key.
              SELECT c.sequence, c.final_at FROM confirmations c
-              WHERE c.bic = $1::text
+              WHERE c.bic = $1::text AND c.sequence > (SELECT after FROM mark)
               ORDER BY c.sequence LIMIT $3::int
            ), purge AS (
              -- The run of them past retention: up to the first one still kept.
@@ -40,7 +49,7 @@ export const purgeConfirmationsSql = `WITH walked AS (
                FROM walked
            ), deleted AS (
              DELETE FROM confirmations c USING purge
-              WHERE c.bic = $1::text AND c.sequence <= purge.through
+              WHERE c.bic = $1::text AND c.sequence > (SELECT after FROM mark) AND c.sequence <= purge.through
              RETURNING c.sequence
            ), marked AS (
              UPDATE participants p SET confirmations_purged_through = greatest(p.confirmations_purged_through, purge.through)
@@ -56,20 +65,21 @@ export const purgeConfirmationsSql = `WITH walked AS (
 export interface PurgeResult {
   /** Confirmations deleted. */
   deleted: number;
-  /** Participants skipped because another node holds the purge lock (0 or all of them). */
+  /** True when another node held the purge lock: this call purged nothing. */
   skipped: boolean;
 }
 
 /**
- * Purges past-retention confirmations of every participant that has some:
- * per participant at most `chunksMax` statements of at most `chunkMax`
- * confirmations each, each statement its own short transaction.
+ * One purge sweep: the past-retention confirmations of every participant
+ * that has some, participant by participant in BIC order, at most `chunkMax`
+ * confirmations per statement and `chunksMax` statements in all (the rest
+ * waits for the next sweep). Each statement is its own short transaction.
  *
- * Locks: the purge advisory lock (tried, never waited for: while another
- * node purges, this one skips its turn), then the confirmation rows it
- * deletes, then one participant row. Settlement batches lock participants
- * and then write new confirmations, never old ones, so neither waits for
- * the other in a cycle.
+ * Locks: the purge advisory lock for the sweep (tried, never waited for:
+ * while another node purges, this one skips its turn), and in each step the
+ * confirmation rows it deletes, then one participant row. Settlement batches
+ * lock participants and then write new confirmations, never old ones, so
+ * neither waits for the other in a cycle.
  */
 export async function purgeConfirmations(
   db: pg.Pool,
@@ -77,28 +87,38 @@ export async function purgeConfirmations(
   chunkMax: number,
   chunksMax: number,
 ): Promise<PurgeResult> {
-  // With scans off too: a seq scan and sort of confirmations per participant
-  // would be the plan's worst case on a table whose statistics say empty.
-  const participants = await inTransaction(db, beginSettlementSql, (client) =>
-    client.query({ text: participantsToPurgeSql, values: [retentionSeconds] }),
-  );
-  let deleted = 0;
-  for (const { bic } of participants.rows as { bic: string }[]) {
-    for (let chunk = 0; chunk < chunksMax; chunk++) {
+  assert(chunkMax > 0 && chunksMax > 0, 'purge bounds are positive');
+  const key = retentionAdvisoryLockKey.toString();
+  return withClient(db, async (client) => {
+    // A session lock, held across the sweep's transactions on this one connection.
+    const lock = await client.query({ text: 'SELECT pg_try_advisory_lock($1::bigint) AS held', values: [key] });
+    if (lock.rows[0].held !== true) return { deleted: 0, skipped: true };
+    try {
       // Planned like a settlement batch, for its parameters with scans and
-      // hash joins off: as a plain statement, the forgetting of delivered
-      // ranges was a hash join over all of confirmation_deliveries
-      // (settlement-plans.test.ts).
-      const step = await inTransaction(db, beginSettlementSql, async (client) => {
-        const lock = await client.query({ text: 'SELECT pg_try_advisory_xact_lock($1::bigint) AS held', values: [retentionAdvisoryLockKey.toString()] });
-        if (lock.rows[0].held !== true) return undefined;
-        const result = await client.query({ text: purgeConfirmationsSql, values: [bic, retentionSeconds, chunkMax] });
-        return { deleted: result.rows[0].deleted as number, more: result.rows[0].more as boolean };
+      // hash joins off: a plain plan of the step forgot delivered ranges with
+      // a hash join over all of confirmation_deliveries, and one of the
+      // participants' probe may sort a seq scan of confirmations on a table
+      // whose statistics say empty (settlement-plans.test.ts).
+      const participants = await transactionOn(client, beginSettlementSql, (c) => c.query({ text: participantsToPurgeSql, values: [retentionSeconds] }));
+      let deleted = 0;
+      let chunks = 0;
+      for (const { bic } of participants.rows as { bic: string }[]) {
+        let more = true;
+        while (more && chunks < chunksMax) {
+          chunks += 1;
+          const step = await transactionOn(client, beginSettlementSql, (c) => c.query({ text: purgeConfirmationsSql, values: [bic, retentionSeconds, chunkMax] }));
+          deleted += step.rows[0].deleted as number;
+          more = step.rows[0].more as boolean;
+        }
+        if (chunks >= chunksMax) break;
+      }
+      return { deleted, skipped: false };
+    } finally {
+      // Back in the pool the connection must not keep the lock: if the unlock
+      // fails, the error (not a Postgres one) makes withClient discard it.
+      await client.query({ text: 'SELECT pg_advisory_unlock($1::bigint)', values: [key] }).catch((error: unknown) => {
+        throw new Error(`could not release the retention lock: ${String(error)}`);
       });
-      if (step === undefined) return { deleted, skipped: true };
-      deleted += step.deleted;
-      if (!step.more) break;
     }
-  }
-  return { deleted, skipped: false };
+  });
 }
