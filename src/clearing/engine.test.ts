@@ -545,21 +545,55 @@ describe('a batch decided ahead of its locks', () => {
     }
   });
 
-  test('replays are answered on the path decided ahead, from what its first round trip read', async () => {
+  test('a batch of new transfers decided ahead assumes none is stored; a replay fails its write and is answered under the locks', async () => {
+    const attempts: string[] = [];
+    const engine = aheadEngine('ahead-c', {
+      ...noObserver,
+      batch: () => ({
+        run: (transaction) => transaction(),
+        committed: (batch) => void attempts.push(`${batch.path}${batch.path === 'expected' && batch.storedRead ? ' read' : ''}`),
+        failed: (error) => void attempts.push(`failed ${(error as { code?: string }).code}`),
+      }),
+    });
+    engine.start();
+    try {
+      const { debtor, creditor } = await banksKnownTo(engine, attempts as Attempt[]);
+      const first = transferOf(debtor, creditor, 5n);
+      // The same instruction twice in one batch: the second is a replay of the first, seen without a read.
+      const outcomes = await engine.submit([first, first], call);
+      expect(outcomes.map((o) => (o.kind === 'transfer' ? o.replayed : o.kind))).toEqual([false, true]);
+      expect(attempts.splice(0)).toEqual(['expected']);
+      // Stored now: assumed absent, the write fails on the primary key, and the
+      // batch is decided again under the locks, which read it: a replay.
+      const [again] = await engine.submit([first], call);
+      expect(again).toMatchObject({ kind: 'transfer', replayed: true, transfer: { status: 'SETTLED' } });
+      expect(attempts.splice(0)).toEqual(['failed 23505', 'locked']);
+      // For the cooldown after that, batches decided ahead read what is stored first.
+      const [next] = await engine.submit([transferOf(debtor, creditor, 5n)], call);
+      expect(outcomeOf(next)).toBe('SETTLED');
+      expect(attempts.splice(0)).toEqual(['expected read']);
+      expect(await positionOf(debtor)).toEqual({ balance: 1_000n - 100n - 5n - 5n, reserved: 0n });
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('a reused UETR assumed absent fails the write and is rejected DUPL under the locks', async () => {
     const attempts: Attempt[] = [];
-    const engine = aheadEngine('ahead-c', recordingObserver(attempts));
+    const engine = aheadEngine('ahead-u', recordingObserver(attempts), 1, 0);
     engine.start();
     try {
       const { debtor, creditor } = await banksKnownTo(engine, attempts);
-      const first = transferOf(debtor, creditor, 5n);
-      // The same instruction twice in one batch: the second is a replay of the first.
-      const outcomes = await engine.submit([first, first], call);
-      expect(outcomes.map((o) => (o.kind === 'transfer' ? o.replayed : o.kind))).toEqual([false, true]);
-      expect(attempts).toEqual(['expected']);
-      // Stored now: a batch with it again is all replays (nothing to write), still decided ahead.
-      const [again] = await engine.submit([first], call);
-      expect(again).toMatchObject({ kind: 'transfer', replayed: true, transfer: { status: 'SETTLED' } });
-      expect(attempts).toEqual(['expected', 'expected']);
+      const original = transferOf(debtor, creditor, 7n);
+      expect(outcomeOf((await engine.submit([original], call))[0])).toBe('SETTLED');
+      const reuse = transferOf(debtor, creditor, 9n);
+      if (reuse.kind !== 'transfer' || original.kind !== 'transfer') throw new Error('transfers expected');
+      reuse.transfer.uetr = original.transfer.uetr;
+      const [rejected] = await engine.submit([reuse], call);
+      expect(outcomeOf(rejected)).toBe('REJECTED DUPL');
+      expect(attempts).toEqual(['expected', 'failed', 'locked']);
+      // Nothing of the refused write stayed: the debtor paid the original only.
+      expect(await positionOf(debtor)).toEqual({ balance: 1_000n - 100n - 7n, reserved: 0n });
     } finally {
       await engine.stop();
     }

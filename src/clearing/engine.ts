@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClearingError } from './errors.js';
 import { batchKeys, decideBatch, someParticipant, type Operation, type OperationOutcome } from './batch.js';
-import { isRetryableSettlementError, runExpectedSettlementBatch, runSettlementBatch, type SettlementOrigin } from '../store/settlement.js';
+import { BatchIds, isRetryableSettlementError, runExpectedSettlementBatch, runSettlementBatch, type SettlementOrigin } from '../store/settlement.js';
 import { ExpectedState } from './expected-state.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { BatchKeys, BatchSnapshot, BatchWrites } from '../store/rows.js';
@@ -78,6 +78,12 @@ export interface BatchObservation {
     durationMs: number;
     /** `expected`: decided before its locks, against this node's expectation; `locked`: read under its locks. */
     path: 'expected' | 'locked';
+    /**
+     * Whether the batch read which of its instruction ids and UETRs are
+     * stored; false: decided ahead assuming none, as the write's unique
+     * indexes then checked (runExpectedSettlementBatch).
+     */
+    storedRead: boolean;
   }): void;
   failed(error: unknown, final: boolean): void;
 }
@@ -143,6 +149,14 @@ export class SettlementEngine {
   private stopping = false;
   private loops: Promise<void>[] | undefined;
   private readonly expected: ExpectedState;
+  /** Batch ids for batches decided ahead without reading what is stored. */
+  private readonly batchIds: BatchIds;
+  /**
+   * Until then, batches decided ahead read which of their instruction ids and
+   * UETRs are stored: set when a batch that assumed none found one taken
+   * (replays come in bursts, and each would cost a refused write).
+   */
+  private readStoredUntilMs = 0;
   /**
    * Per participant with batches in flight: resolves when every batch started
    * so far on it holds its locks and has decided (or failed). At most one
@@ -178,6 +192,7 @@ export class SettlementEngine {
       throw new Error('engine limits: need decideAheadOperationsMin >= 0 (0 = never)');
     }
     this.expected = new ExpectedState(limits.decideAheadCooldownMs);
+    this.batchIds = new BatchIds();
   }
 
   get queueDepth(): number {
@@ -421,6 +436,9 @@ export class SettlementEngine {
       let written: BatchWrites | undefined;
       let batchId = 0n;
       let path: 'expected' | 'locked' = ahead ? 'expected' : 'locked';
+      // New transfers only: decided ahead as if none of their ids were stored
+      // (the write's unique indexes check), unless a recent batch found some.
+      const storedRead = path === 'locked' || Date.now() < this.readStoredUntilMs || !operations.every((op) => op.kind === 'transfer');
       const observation = this.observer.batch(observed, attempt);
       const turn = this.takeTurn(keys.participants, path === 'expected');
       try {
@@ -457,6 +475,7 @@ export class SettlementEngine {
                 if (failure !== undefined) this.expected.forget(Date.now(), isRefusal(failure));
                 turn.release();
               },
+              storedRead ? { kind: 'read' } : { kind: 'assumed-none', batchIds: this.batchIds },
             );
             if (ran.ran) committed = ran.result;
             else path = 'locked'; // forgotten meanwhile; its turn came (ready) and is kept
@@ -476,7 +495,7 @@ export class SettlementEngine {
         turn.release(); // a batch of replays only decides nothing it must send
         const durationMs = performance.now() - startedMs;
         if (written !== undefined) this.afterCommit(written);
-        observation.committed({ batchId, operations, outcomes, durationMs, path });
+        observation.committed({ batchId, operations, outcomes, durationMs, path, storedRead: storedRead || path === 'locked' });
         for (let i = 0; i < batch.length; i++) (batch[i] as Pending).resolve(outcomes[i] as OperationOutcome);
         return;
       } catch (error) {
@@ -485,6 +504,9 @@ export class SettlementEngine {
         // are wrong. Only a refusal (the rows were not as expected) says another
         // writer is about; an instruction id or UETR taken meanwhile (23505) does not.
         this.expected.forget(Date.now(), path === 'expected' && isRefusal(error));
+        if (path === 'expected' && !storedRead && (error as { code?: string } | undefined)?.code === '23505') {
+          this.readStoredUntilMs = Date.now() + this.limits.decideAheadCooldownMs;
+        }
         const retryable = isRetryableSettlementError(error);
         if (path === 'expected' && retryable) {
           // The rows changed since (another node, an operator), or an id was

@@ -583,6 +583,41 @@ export async function runSettlementBatch<R>(
 const expectSql = `SELECT settlement_expect($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
   $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[])`;
 
+/** Batch ids fetched from settlement_batch_id_seq in one round trip, for batches that skip their read. */
+export const batchIdsPerFetch = 64;
+
+/**
+ * Hands out batch ids taken from the sequence a block at a time: a batch
+ * decided ahead without reading what is stored still needs its id before it
+ * decides (every row it writes carries it). Ids only identify batches; a
+ * block this node does not use up leaves a gap, as a refused batch does.
+ */
+export class BatchIds {
+  private ids: string[] = [];
+  private fetching: Promise<void> | undefined;
+
+  /** On the batch's own connection: waiting for another from the pool could wait for a batch that waits here. */
+  async next(client: pg.PoolClient): Promise<bigint> {
+    for (let attempt = 0; this.ids.length === 0; attempt++) {
+      assert(attempt < 3, 'a fetched block of batch ids was used up by others three times');
+      this.fetching ??= client
+        .query({
+          name: 'settlement_batch_ids',
+          text: `SELECT nextval('settlement_batch_id_seq')::text AS id FROM generate_series(1, $1::int)`,
+          values: [batchIdsPerFetch],
+        })
+        .then((result) => {
+          this.ids.push(...result.rows.map((r) => r.id as string));
+        })
+        .finally(() => {
+          this.fetching = undefined;
+        });
+      await this.fetching;
+    }
+    return BigInt(this.ids.shift() as string);
+  }
+}
+
 /**
  * Runs one settlement batch decided against what `expect` returns, the
  * participants and positions as this node's earlier batches left them,
@@ -600,6 +635,14 @@ const expectSql = `SELECT settlement_expect($1::text[], $2::text[], $3::text[], 
  * step 1 (by another batch in flight) fails the write's unique indexes the
  * same way. Either way the caller decides again with runSettlementBatch.
  *
+ * With `stored` as 'assumed-none' (a batch of new transfers only), step 1 is
+ * skipped: the batch is decided as if none of its instruction ids and UETRs
+ * were stored, its id from `batchIds`. The write's unique indexes check that
+ * assumption, and a replay or a reused UETR fails the write with 23505: the
+ * caller then decides again under the locks, which answers the replay and
+ * rejects the reuse. Measured: step 1 is ~7 ms of Postgres per 1,000
+ * transfers, and replays are rare.
+ *
  * A replay (an instruction id already stored) is answered from what step 1
  * read: a transfer still RESERVED then may have been finished since by a
  * batch not yet committed at the time, which a read under the locks would
@@ -616,15 +659,22 @@ export async function runExpectedSettlementBatch<R>(
   decide: (snapshot: BatchSnapshot) => { writes: BatchWrites; result: R },
   /** Called once settlement_expect has answered: no argument when it holds the locks and found what was expected, else its error. */
   locked: (failure?: unknown) => void,
+  stored: { kind: 'read' } | { kind: 'assumed-none'; batchIds: BatchIds },
 ): Promise<{ ran: true; result: R } | { ran: false }> {
+  assert(stored.kind === 'read' || keys.requestIds.length === 0, 'liquidity transfers are checked against what is stored');
   return withClient(pool, async (client) => {
     try {
-      const [, snapshotRows] = await queryInOrder(client, [
-        beginSettlementSql,
-        { name: 'settlement_read_snapshot', text: readSnapshotSql, values: snapshotValues({ ...keys, positions: [] }) },
-        'COMMIT',
-      ]);
-      const raw = (snapshotRows as pg.QueryResult).rows[0] as Record<string, unknown>;
+      let raw: Record<string, unknown>;
+      if (stored.kind === 'read') {
+        const [, snapshotRows] = await queryInOrder(client, [
+          beginSettlementSql,
+          { name: 'settlement_read_snapshot', text: readSnapshotSql, values: snapshotValues({ ...keys, positions: [] }) },
+          'COMMIT',
+        ]);
+        raw = (snapshotRows as pg.QueryResult).rows[0] as Record<string, unknown>;
+      } else {
+        raw = { batch_id: (await stored.batchIds.next(client)).toString(), positions: [], transfers: [], uetrs: [], operations: [] };
+      }
       const expected = await expect();
       if (expected === undefined) return { ran: false };
       const snapshot = readSnapshot(raw.batch_id as string, [], raw);

@@ -142,6 +142,7 @@ export class ClearingTelemetry implements EngineObserver {
         const batchId = batch.batchId.toString();
         span.setAttribute('clearing.batch.id', batchId);
         span.setAttribute('clearing.batch.path', batch.path);
+        span.setAttribute('clearing.batch.stored_read', batch.storedRead);
         span.end();
         this.batchSize.record(batch.operations.length);
         // By path: how many batches were decided ahead of their locks, and how long each kind takes.
