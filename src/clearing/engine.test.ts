@@ -352,8 +352,8 @@ describe('a batch decided ahead of its locks', () => {
         // Taken by the first pipeline before the liquidity transfer is queued for the second.
         await new Promise((resolve) => setImmediate(resolve));
         // Liquidity transfers are always read under the locks. Decided ahead, the
-        // transfer first reads its ids (a round trip): had the liquidity transfer not
-        // waited for it, it would reach the locks first and make it wrong.
+        // transfer may first fetch batch ids (a round trip): had the liquidity
+        // transfer not waited for it, it would reach the locks first and make it wrong.
         const fund = engine.submit([positionOperation('FUND', debtor, 1n)], call);
         expect((await Promise.all([transfer, fund])).flat().map(outcomeOf)).toEqual(['SETTLED', 'position']);
       }
@@ -573,6 +573,47 @@ describe('a batch decided ahead of its locks', () => {
       expect(outcomeOf(next)).toBe('SETTLED');
       expect(attempts.splice(0)).toEqual(['expected read']);
       expect(await positionOf(debtor)).toEqual({ balance: 1_000n - 100n - 5n - 5n, reserved: 0n });
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('a replay that fails its write leaves deciding ahead on: a taken id is no sign of another writer', async () => {
+    const attempts: string[] = [];
+    const engine = aheadEngine(
+      'ahead-k',
+      {
+        ...noObserver,
+        batch: () => ({
+          run: (transaction) => transaction(),
+          committed: (batch) => void attempts.push(batch.path),
+          failed: (error) => void attempts.push(`failed ${(error as { code?: string }).code}`),
+        }),
+      },
+      2,
+    );
+    engine.start();
+    try {
+      const { debtor, creditor } = await banksKnownTo(engine, attempts as Attempt[]);
+      const stored = transferOf(debtor, creditor, 5n);
+      expect(outcomeOf((await engine.submit([stored], call))[0])).toBe('SETTLED');
+      attempts.splice(0);
+      // A replay (assumed new: its write fails on the primary key) and, in the
+      // other pipeline, a new transfer on the same banks, taken right behind it
+      // (here it finds the expectation already forgotten and reads under the
+      // locks; decided on the failing batch, it would be refused, and
+      // ExpectedState.generation keeps that refusal from starting a cooldown).
+      const replaying = engine.submit([stored], call);
+      await new Promise((resolve) => setImmediate(resolve)); // taken by the first pipeline alone
+      const [[replay], [next]] = await Promise.all([replaying, engine.submit([transferOf(debtor, creditor, 6n)], call)]);
+      expect(replay).toMatchObject({ kind: 'transfer', replayed: true });
+      expect(outcomeOf(next)).toBe('SETTLED');
+      expect(attempts).toContain('failed 23505');
+      // No cooldown: deciding ahead goes on at once.
+      attempts.splice(0);
+      expect(outcomeOf((await engine.submit([transferOf(debtor, creditor, 7n)], call))[0])).toBe('SETTLED');
+      expect(attempts).toEqual(['expected']);
+      expect(await positionOf(debtor)).toEqual({ balance: 1_000n - 100n - 5n - 6n - 7n, reserved: 0n });
     } finally {
       await engine.stop();
     }

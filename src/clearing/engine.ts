@@ -113,6 +113,14 @@ export const noObserver: EngineObserver = {
 const retryBackoffBaseMs = 2;
 
 /**
+ * After a batch decided ahead without reading its stored ids found one taken
+ * (23505: replays come in bursts, a resent bulk call say), batches decided
+ * ahead read them first for this long, so that each replay does not cost a
+ * refused write.
+ */
+export const storedReadAfterConflictMs = 1_000;
+
+/**
  * The node's nextBatchWaitMaxMs: longer than a busy batch takes (~5-40 ms in
  * the benchmarks), far shorter than a lock wait that ends in lock_timeout (2 s).
  */
@@ -436,9 +444,12 @@ export class SettlementEngine {
       let written: BatchWrites | undefined;
       let batchId = 0n;
       let path: 'expected' | 'locked' = ahead ? 'expected' : 'locked';
-      // New transfers only: decided ahead as if none of their ids were stored
-      // (the write's unique indexes check), unless a recent batch found some.
-      const storedRead = path === 'locked' || Date.now() < this.readStoredUntilMs || !operations.every((op) => op.kind === 'transfer');
+      // Decided ahead (new transfers only: ExpectedState.rowsFor), as if none
+      // of their ids were stored (the write's unique indexes check), unless a
+      // recent batch found some.
+      const storedRead = path === 'locked' || Date.now() < this.readStoredUntilMs;
+      /** The expectation's generation this batch decided on (ExpectedState.generation). */
+      let decidedGeneration = -1;
       const observation = this.observer.batch(observed, attempt);
       const turn = this.takeTurn(keys.participants, path === 'expected');
       try {
@@ -466,14 +477,20 @@ export class SettlementEngine {
               keys,
               async () => {
                 await turn.ready;
+                decidedGeneration = this.expected.generation;
                 return this.expected.rowsFor(operations, keys, Date.now());
               },
               decide,
-              (failure) => {
-                // Failed (refused, or the locks not granted): what it decided
-                // will not commit, so forget it before the next batch decides on it.
-                if (failure !== undefined) this.expected.forget(Date.now(), isRefusal(failure));
-                turn.release();
+              {
+                locked: (failure) => {
+                  // Failed (refused, or the locks not granted): what it decided
+                  // will not commit, so forget it before the next batch decides on it.
+                  if (failure !== undefined) this.expected.forget(Date.now(), isRefusal(failure) && this.expected.generation === decidedGeneration);
+                  turn.release();
+                },
+                // Its turn is released already and the next batch may have decided
+                // on it: forget at once, so that batch's refusal is seen as caused here.
+                writeFailed: () => this.expected.forget(Date.now(), false),
               },
               storedRead ? { kind: 'read' } : { kind: 'assumed-none', batchIds: this.batchIds },
             );
@@ -503,9 +520,9 @@ export class SettlementEngine {
         // Whatever this batch decided did not commit: expectations built on it
         // are wrong. Only a refusal (the rows were not as expected) says another
         // writer is about; an instruction id or UETR taken meanwhile (23505) does not.
-        this.expected.forget(Date.now(), path === 'expected' && isRefusal(error));
+        this.expected.forget(Date.now(), path === 'expected' && isRefusal(error) && this.expected.generation === decidedGeneration);
         if (path === 'expected' && !storedRead && (error as { code?: string } | undefined)?.code === '23505') {
-          this.readStoredUntilMs = Date.now() + this.limits.decideAheadCooldownMs;
+          this.readStoredUntilMs = Date.now() + storedReadAfterConflictMs;
         }
         const retryable = isRetryableSettlementError(error);
         if (path === 'expected' && retryable) {

@@ -20,6 +20,7 @@ export class ExpectedState {
   private participants = new Map<string, ParticipantLockRow>();
   private positions = new Map<string, PositionRow>();
   private cooldownUntilMs = 0;
+  private forgotten = 0;
   constructor(
     private readonly cooldownMs: number = expectationCooldownMs,
     private readonly participantsMax: number = expectedParticipantsMax,
@@ -70,8 +71,19 @@ export class ExpectedState {
     for (const row of writes.positions) remember(this.positions, positionKey(row.bic, row.currency), { ...row }, this.positionsMax);
   }
 
+  /**
+   * How many times this state was forgotten. A batch decided ahead that is
+   * refused after a forget() since it decided was decided on a batch that
+   * then failed (an instruction id or UETR taken, say): that refusal says
+   * nothing of other writers and starts no cooldown.
+   */
+  get generation(): number {
+    return this.forgotten;
+  }
+
   /** A batch failed, or an expectation was wrong: expect nothing until a batch reads under its locks again. */
   forget(nowMs: number, cooldown: boolean): void {
+    this.forgotten += 1;
     this.participants.clear();
     this.positions.clear();
     if (cooldown) this.cooldownUntilMs = nowMs + this.cooldownMs;

@@ -585,6 +585,8 @@ const expectSql = `SELECT settlement_expect($1::text[], $2::text[], $3::text[], 
 
 /** Batch ids fetched from settlement_batch_id_seq in one round trip, for batches that skip their read. */
 export const batchIdsPerFetch = 64;
+/** Fetches one batch may wait for or make before it gives up (others' blocks used up, or failed). */
+const batchIdFetchAttemptsMax = 8;
 
 /**
  * Hands out batch ids taken from the sequence a block at a time: a batch
@@ -596,11 +598,21 @@ export class BatchIds {
   private ids: string[] = [];
   private fetching: Promise<void> | undefined;
 
-  /** On the batch's own connection: waiting for another from the pool could wait for a batch that waits here. */
+  /**
+   * On the batch's own connection: waiting for another from the pool could
+   * wait for a batch that waits here. A batch waiting for another batch's
+   * fetch that fails fetches on its own connection instead, so one lost
+   * connection fails only its own batch.
+   */
   async next(client: pg.PoolClient): Promise<bigint> {
     for (let attempt = 0; this.ids.length === 0; attempt++) {
-      assert(attempt < 3, 'a fetched block of batch ids was used up by others three times');
-      this.fetching ??= client
+      if (attempt >= batchIdFetchAttemptsMax) throw new Error(`no batch id after ${batchIdFetchAttemptsMax} fetches of ${batchIdsPerFetch}`);
+      const inFlight = this.fetching;
+      if (inFlight !== undefined) {
+        await inFlight;
+        continue;
+      }
+      const own = client
         .query({
           name: 'settlement_batch_ids',
           text: `SELECT nextval('settlement_batch_id_seq')::text AS id FROM generate_series(1, $1::int)`,
@@ -608,11 +620,15 @@ export class BatchIds {
         })
         .then((result) => {
           this.ids.push(...result.rows.map((r) => r.id as string));
-        })
+        });
+      // Settles either way: a failure is this batch's to throw (below), and
+      // the others waiting for it fetch again.
+      this.fetching = own
+        .catch(() => undefined)
         .finally(() => {
           this.fetching = undefined;
         });
-      await this.fetching;
+      await own;
     }
     return BigInt(this.ids.shift() as string);
   }
@@ -657,8 +673,12 @@ export async function runExpectedSettlementBatch<R>(
   keys: BatchKeys,
   expect: () => Promise<ExpectedRows | undefined>,
   decide: (snapshot: BatchSnapshot) => { writes: BatchWrites; result: R },
-  /** Called once settlement_expect has answered: no argument when it holds the locks and found what was expected, else its error. */
-  locked: (failure?: unknown) => void,
+  progress: {
+    /** Called once settlement_expect has answered: no argument when it holds the locks and found what was expected, else its error. */
+    locked: (failure?: unknown) => void;
+    /** Called as soon as the write fails (before the transaction's end is read), with its error. */
+    writeFailed: (error: unknown) => void;
+  },
   stored: { kind: 'read' } | { kind: 'assumed-none'; batchIds: BatchIds },
 ): Promise<{ ran: true; result: R } | { ran: false }> {
   assert(stored.kind === 'read' || keys.requestIds.length === 0, 'liquidity transfers are checked against what is stored');
@@ -709,9 +729,10 @@ export async function runExpectedSettlementBatch<R>(
         'COMMIT',
       ]);
       (sent[1] as Promise<pg.QueryResult>).then(
-        () => locked(),
-        (error: unknown) => locked(error ?? new Error('settlement_expect failed')),
+        () => progress.locked(),
+        (error: unknown) => progress.locked(error ?? new Error('settlement_expect failed')),
       );
+      (sent[2] as Promise<pg.QueryResult>).then(undefined, (error: unknown) => progress.writeFailed(error));
       await settleInOrder(sent);
       return { ran: true, result };
     } catch (error) {
