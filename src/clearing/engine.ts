@@ -450,6 +450,8 @@ export class SettlementEngine {
       const storedRead = path === 'locked' || Date.now() < this.readStoredUntilMs;
       /** The expectation's generation this batch decided on (ExpectedState.generation). */
       let decidedGeneration = -1;
+      /** How often this attempt itself forgot the expectation (its refusal, its failed write). */
+      let forgottenHere = 0;
       const observation = this.observer.batch(observed, attempt);
       const turn = this.takeTurn(keys.participants, path === 'expected');
       try {
@@ -485,12 +487,20 @@ export class SettlementEngine {
                 locked: (failure) => {
                   // Failed (refused, or the locks not granted): what it decided
                   // will not commit, so forget it before the next batch decides on it.
-                  if (failure !== undefined) this.expected.forget(Date.now(), isRefusal(failure) && this.expected.generation === decidedGeneration);
+                  // Whether a refusal starts the cooldown is settled below, once
+                  // the batches before it have surely reported how they ended.
+                  if (failure !== undefined) {
+                    forgottenHere += 1;
+                    this.expected.forget(Date.now(), false);
+                  }
                   turn.release();
                 },
                 // Its turn is released already and the next batch may have decided
                 // on it: forget at once, so that batch's refusal is seen as caused here.
-                writeFailed: () => this.expected.forget(Date.now(), false),
+                writeFailed: () => {
+                  forgottenHere += 1;
+                  this.expected.forget(Date.now(), false);
+                },
               },
               storedRead ? { kind: 'read' } : { kind: 'assumed-none', batchIds: this.batchIds },
             );
@@ -520,7 +530,14 @@ export class SettlementEngine {
         // Whatever this batch decided did not commit: expectations built on it
         // are wrong. Only a refusal (the rows were not as expected) says another
         // writer is about; an instruction id or UETR taken meanwhile (23505) does not.
-        this.expected.forget(Date.now(), path === 'expected' && isRefusal(error) && this.expected.generation === decidedGeneration);
+        // A refusal starts the cooldown unless an earlier batch of this node
+        // failed after this one decided on it (it forgot the expectation): that
+        // explains the refusal. Asked here, after this batch's ROLLBACK: the
+        // earlier batch's failure reached this process before the refusal was
+        // even made (the refusal waited for its locks), though not always
+        // before the refusal was handled.
+        const forgottenElsewhere = this.expected.generation - decidedGeneration - forgottenHere > 0;
+        this.expected.forget(Date.now(), path === 'expected' && isRefusal(error) && !forgottenElsewhere);
         if (path === 'expected' && !storedRead && (error as { code?: string } | undefined)?.code === '23505') {
           this.readStoredUntilMs = Date.now() + storedReadAfterConflictMs;
         }
