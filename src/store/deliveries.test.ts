@@ -59,6 +59,25 @@ async function settledTransfer(
   }
 }
 
+/**
+ * Runs `run` on a fresh database migrated through the first `migrations`
+ * files only, as a database of an earlier version has it; dropped after.
+ */
+async function atEarlierVersion(migrations: string[], run: (pool: pg.Pool) => Promise<void>): Promise<void> {
+  const bare = await createBareDatabase();
+  const pool = openTestPool(bare.url, 2);
+  const directory = await mkdtemp(path.join(os.tmpdir(), 'clearing-migrations-'));
+  try {
+    for (const name of migrations) await copyFile(new URL(`./migrations/${name}`, import.meta.url), path.join(directory, name));
+    await migrate(pool, { directory: pathToFileURL(`${directory}/`) });
+    await run(pool);
+  } finally {
+    await pool.end();
+    await bare.drop();
+    await rm(directory, { recursive: true, force: true });
+  }
+}
+
 const range = (bic: string, firstSequence: bigint, lastSequence: bigint, deliveredAt: Date) => ({ bic, firstSequence, lastSequence, deliveredAt });
 
 describe('confirmation delivery marks', () => {
@@ -120,12 +139,7 @@ describe('confirmation delivery marks', () => {
 
 describe('migration 0002', () => {
   test('keeps the delivery marks written before it, and those of nodes of the previous version', async () => {
-    const bare = await createBareDatabase();
-    const pool = openTestPool(bare.url, 2);
-    const directory = await mkdtemp(path.join(os.tmpdir(), 'clearing-0001-'));
-    try {
-      await copyFile(new URL('./migrations/0001_initial.sql', import.meta.url), path.join(directory, '0001_initial.sql'));
-      await migrate(pool, { directory: pathToFileURL(`${directory}/`) });
+    await atEarlierVersion(['0001_initial.sql'], async (pool) => {
       // Before 0004, transfers do not keep their confirmations' sequence numbers; 0004 copies them.
       await settledTransfer(
         pool,
@@ -146,24 +160,13 @@ describe('migration 0002', () => {
         ['MIGBDEFFXXX', at(8)],
         ['MIGCDEFFXXX', at(9)],
       ]);
-    } finally {
-      await pool.end();
-      await bare.drop();
-      await rm(directory, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe('migration 0004', () => {
   test('gives each transfer the numbers of the confirmations it had, and drops the two indexes', async () => {
-    const bare = await createBareDatabase();
-    const pool = openTestPool(bare.url, 2);
-    const directory = await mkdtemp(path.join(os.tmpdir(), 'clearing-0003-'));
-    try {
-      for (const name of ['0001_initial.sql', '0002_confirmation_deliveries.sql', '0003_settlement_expect.sql']) {
-        await copyFile(new URL(`./migrations/${name}`, import.meta.url), path.join(directory, name));
-      }
-      await migrate(pool, { directory: pathToFileURL(`${directory}/`) });
+    await atEarlierVersion(['0001_initial.sql', '0002_confirmation_deliveries.sql', '0003_settlement_expect.sql'], async (pool) => {
       const all = { DEBTOR: { bic: 'MGDADEFFXXX', sequence: 4 }, CREDITOR: { bic: 'MGDBDEFFXXX', sequence: 9 }, INTERMEDIARY: { bic: 'MGDCDEFFXXX', sequence: 2 } } as const;
       await settledTransfer(pool, 'MGDADEFFXXX', 'three', all, new Date(), false);
       // Rejected at receipt (an unknown creditor): the debtor's confirmation only.
@@ -195,10 +198,6 @@ describe('migration 0004', () => {
       await expect(pool.query(`UPDATE transfers SET reason = 'x' WHERE instruction_id = 'three'`)).rejects.toThrow(/is final/);
       const indexes = await pool.query(`SELECT indexname FROM pg_indexes WHERE tablename = 'confirmations' ORDER BY 1`);
       expect(indexes.rows.map((r) => r.indexname)).toEqual(['confirmations_pkey']);
-    } finally {
-      await pool.end();
-      await bare.drop();
-      await rm(directory, { recursive: true, force: true });
-    }
+    });
   });
 });

@@ -595,7 +595,7 @@ const batchIdFetchAttemptsMax = 8;
  * block this node does not use up leaves a gap, as a refused batch does.
  */
 export class BatchIds {
-  private ids: string[] = [];
+  private ids: bigint[] = [];
   private fetching: Promise<void> | undefined;
 
   /**
@@ -619,7 +619,7 @@ export class BatchIds {
           values: [batchIdsPerFetch],
         })
         .then((result) => {
-          this.ids.push(...result.rows.map((r) => r.id as string));
+          for (const row of result.rows) this.ids.push(BigInt(row.id as string));
         });
       // Settles either way: a failure is this batch's to throw (below), and
       // the others waiting for it fetch again.
@@ -630,7 +630,7 @@ export class BatchIds {
         });
       await own;
     }
-    return BigInt(this.ids.shift() as string);
+    return this.ids.shift() as bigint;
   }
 }
 
@@ -684,20 +684,21 @@ export async function runExpectedSettlementBatch<R>(
   assert(stored.kind === 'read' || keys.requestIds.length === 0, 'liquidity transfers are checked against what is stored');
   return withClient(pool, async (client) => {
     try {
-      let raw: Record<string, unknown>;
+      let snapshot: BatchSnapshot;
       if (stored.kind === 'read') {
         const [, snapshotRows] = await queryInOrder(client, [
           beginSettlementSql,
           { name: 'settlement_read_snapshot', text: readSnapshotSql, values: snapshotValues({ ...keys, positions: [] }) },
           'COMMIT',
         ]);
-        raw = (snapshotRows as pg.QueryResult).rows[0] as Record<string, unknown>;
+        const raw = (snapshotRows as pg.QueryResult).rows[0] as Record<string, unknown>;
+        snapshot = readSnapshot(raw.batch_id as string, [], raw);
       } else {
-        raw = { batch_id: (await stored.batchIds.next(client)).toString(), positions: [], transfers: [], uetrs: [], operations: [] };
+        const batchId = await stored.batchIds.next(client);
+        snapshot = { batchId, positions: [], participants: [], transfers: [], uetrsInUse: [], positionOperations: [] };
       }
       const expected = await expect();
       if (expected === undefined) return { ran: false };
-      const snapshot = readSnapshot(raw.batch_id as string, [], raw);
       snapshot.participants = expected.participants;
       snapshot.positions = expected.positions;
       const { writes, result } = decide(snapshot);
