@@ -37,6 +37,8 @@ export interface BenchOptions {
   nodeLogFile: string | undefined;
   /** Write a V8 CPU profile of the node (node --cpu-prof) into this directory when it stops. */
   nodeCpuProfileDir: string | undefined;
+  /** Extra Node.js or V8 flags for the node process (e.g. --trace-gc), to look inside it. */
+  nodeFlags: string[];
   /**
    * Before each run, wait up to this many seconds for processes outside the
    * benchmark to use less than `quietOtherCoresMax` cores (0 = do not wait).
@@ -85,6 +87,7 @@ const usage = `usage: npm run bench -- [options]
   --node-env K=V        extra CLEARING_* setting for the node, e.g. CLEARING_BATCH_WAIT_MS=1; repeatable
   --node-log <file>     append the node's output (CLEARING_LOG_LEVEL=warn unless --node-env sets it) to a file
   --node-cpu-prof <dir> write a V8 CPU profile of the node into <dir> (open it in Chrome DevTools)
+  --node-flag=<flag>    extra Node.js or V8 flag for the node process, e.g. --node-flag=--trace-gc; repeatable
   --wait-quiet <s>      before each run wait up to <s> seconds until other processes are (almost) idle (default 0)
   --analyze             ANALYZE the bench database before each run and after its warm-up
                         (planner statistics as a long-running node has them; a fresh database has none)
@@ -133,6 +136,19 @@ function nodeEnvironment(pairs: string[]): Record<string, string> {
   return env;
 }
 
+/**
+ * Node.js and V8 flags for the node process: each one flag (`--name` or
+ * `--name=value`), so a stray value cannot become the script node runs.
+ */
+function nodeFlags(flags: string[]): string[] {
+  for (const flag of flags) {
+    if (!/^--[A-Za-z0-9][A-Za-z0-9_-]*(=\S*)?$/.test(flag)) {
+      throw new UsageError(`--node-flag ${JSON.stringify(flag)}: must be one flag, --<name> or --<name>=<value> (write --node-flag=--trace-gc)`);
+    }
+  }
+  return flags;
+}
+
 /** Returns undefined after printing the usage for --help. */
 export function parseOptions(argv: string[]): BenchOptions | undefined {
   let parsed;
@@ -157,6 +173,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
         'node-env': { type: 'string', multiple: true },
         'node-log': { type: 'string' },
         'node-cpu-prof': { type: 'string' },
+        'node-flag': { type: 'string', multiple: true },
         'wait-quiet': { type: 'string' },
         'retry-disturbed': { type: 'string' },
         analyze: { type: 'boolean', default: false },
@@ -203,6 +220,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     nodeEnv: nodeEnvironment(v['node-env'] ?? []),
     nodeLogFile: v['node-log'],
     nodeCpuProfileDir: v['node-cpu-prof'],
+    nodeFlags: nodeFlags(v['node-flag'] ?? []),
     waitQuietSeconds: seconds('wait-quiet', v['wait-quiet'], 0, 0, 3_600),
     retryDisturbed: integer('retry-disturbed', v['retry-disturbed'], 0, 0, 100),
     analyzeBeforeRuns: v.analyze,

@@ -280,6 +280,8 @@ export interface NodeSettings {
   logFile: string | undefined;
   /** Run the node with --cpu-prof, writing the profile here. */
   cpuProfileDir: string | undefined;
+  /** Further Node.js or V8 flags (--node-flag), before the node's own. */
+  flags: string[];
 }
 
 /** The clearing node exactly as `npm start` runs it (`node --import tsx src/main.ts`). */
@@ -289,7 +291,7 @@ export async function startClearingNode(settings: NodeSettings): Promise<ChildSe
   return startChild(
     'clearing node',
     'src/main.ts',
-    settings.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${path.resolve(settings.cpuProfileDir)}`],
+    [...settings.flags, ...(settings.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${path.resolve(settings.cpuProfileDir)}`])],
     {
       DATABASE_URL: settings.databaseUrl,
       CLEARING_GRPC_ADDRESS: address,

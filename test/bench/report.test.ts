@@ -126,3 +126,14 @@ describe('--rounds', () => {
     expect(parseOptions(['--rounds', '11', '--retry-disturbed', '1', '--workload', 'unary'])?.rounds).toBe(11);
   });
 });
+
+describe('--node-flag', () => {
+  test('passes Node.js and V8 flags through, one flag each', () => {
+    expect(parseOptions([])?.nodeFlags).toEqual([]);
+    expect(parseOptions(['--node-flag=--trace-gc', '--node-flag=--max-semi-space-size=32'])?.nodeFlags).toEqual(['--trace-gc', '--max-semi-space-size=32']);
+  });
+
+  test.each([['trace-gc'], ['--trace-gc extra.js'], ['-e'], ['--'], ['--=1'], ['']])('refuses %j: not one flag', (flag) => {
+    expect(() => parseOptions([`--node-flag=${flag}`])).toThrow(/--node-flag .*must be one flag/);
+  });
+});

@@ -328,6 +328,7 @@ async function run(options: BenchOptions): Promise<number> {
       env: options.nodeEnv,
       logFile: options.nodeLogFile,
       cpuProfileDir: options.nodeCpuProfileDir,
+      flags: options.nodeFlags,
     });
     log(`clearing node (pid ${node.pid}) serving on ${node.address}`);
     const wantsCeiling = options.ceiling && (options.workloads.includes('unary') || options.workloads.includes('batch'));
