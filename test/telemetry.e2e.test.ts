@@ -218,6 +218,18 @@ describe('metrics', () => {
     expect([...after.keys()].some((k) => k.startsWith('clearing_queue_depth'))).toBe(true);
     expect([...after.keys()].some((k) => k.startsWith('clearing_reservations_pending'))).toBe(true);
   });
+
+  test("/metrics carries the process's runtime: event loop, garbage collector, heap", async () => {
+    for (let i = 0; i < 3; i++) await submitTraced(hex(16), 3n);
+    const samples = await scrape();
+    const named = (prefix: string) => [...samples.keys()].filter((k) => k.startsWith(prefix));
+    expect(named('nodejs_eventloop_utilization').length).toBeGreaterThan(0);
+    expect(named('nodejs_eventloop_delay_p99').length).toBeGreaterThan(0);
+    expect(named('nodejs_eventloop_delay_max').length).toBeGreaterThan(0);
+    // The node allocated enough since start for the young generation to be collected.
+    expect(find(samples, 'v8js_gc_duration', '_count')).toBeGreaterThan(0);
+    expect(find(samples, 'v8js_memory_heap_used')).toBeGreaterThan(0);
+  });
 });
 
 describe('OTLP over the wire', () => {

@@ -9,11 +9,19 @@ import { context } from '@opentelemetry/api';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
+import { RuntimeNodeInstrumentation } from '@opentelemetry/instrumentation-runtime-node';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+
+/**
+ * Resolution of the event-loop delay histogram behind nodejs.eventloop.delay.*
+ * (perf_hooks.monitorEventLoopDelay): fine enough for the few-millisecond
+ * stalls that make a batch's callers wait, one timer tick per period.
+ */
+const eventLoopDelayResolutionMs = 5;
 
 /** service.instance.id: not yet in the stable semantic conventions export. */
 const attrServiceInstanceId = 'service.instance.id';
@@ -60,16 +68,23 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
     spanProcessors,
     logRecordProcessors: [],
     metricReaders: [prometheus],
-    // Without an exporter the instrumentations' wrapping and context hand-offs
-    // were a fifth of a unary call's CPU for spans nobody sees; the bank's
-    // traceparent is then read from the metadata directly (tracing.ts).
-    instrumentations: exporting
-      ? [
-          new GrpcInstrumentation(),
-          // Statement text is parameterised SQL; values (names, IBANs) are never recorded.
-          new PgInstrumentation({ enhancedDatabaseReporting: false, requireParentSpan: true }),
-        ]
-      : [],
+    instrumentations: [
+      // The process's own saturation, always: event-loop utilization and delay,
+      // garbage-collection pauses, heap use (nodejs.* and v8js.* metrics). When
+      // the loop is busy or paused, every call waiting for a batch waits longer;
+      // the benchmark's open-loop tail was found there (docs/benchmarks.md).
+      new RuntimeNodeInstrumentation({ monitoringPrecision: eventLoopDelayResolutionMs }),
+      // Without an exporter the instrumentations' wrapping and context hand-offs
+      // were a fifth of a unary call's CPU for spans nobody sees; the bank's
+      // traceparent is then read from the metadata directly (tracing.ts).
+      ...(exporting
+        ? [
+            new GrpcInstrumentation(),
+            // Statement text is parameterised SQL; values (names, IBANs) are never recorded.
+            new PgInstrumentation({ enhancedDatabaseReporting: false, requireParentSpan: true }),
+          ]
+        : []),
+    ],
   });
   sdk.start();
   // With no span recorded, there is no trace context to carry across awaits
