@@ -5,7 +5,7 @@
 // the bank's traceparent trace id, or a fresh one).
 // Metrics are served for Prometheus at CLEARING_METRICS_ADDRESS under /metrics.
 import http from 'node:http';
-import { context } from '@opentelemetry/api';
+import { context, metrics } from '@opentelemetry/api';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
@@ -56,6 +56,11 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
   // building attributes and timings for nobody costs CPU on the hot path.
   const exporting = spanProcessors.length > 0;
   const sampler = exporting ? {} : { sampler: new AlwaysOffSampler() };
+  // The process's own saturation, always: event-loop utilization and delay,
+  // garbage-collection pauses, heap use (nodejs.* and v8js.* metrics). When
+  // the loop is busy or paused, every call waiting for a batch waits longer;
+  // the benchmark's open-loop tail was found there (docs/benchmarks.md).
+  const runtime = new RuntimeNodeInstrumentation({ monitoringPrecision: eventLoopDelayResolutionMs });
   const sdk = new NodeSDK({
     ...sampler,
     serviceName: env.OTEL_SERVICE_NAME ?? 'clearing-node',
@@ -69,11 +74,7 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
     logRecordProcessors: [],
     metricReaders: [prometheus],
     instrumentations: [
-      // The process's own saturation, always: event-loop utilization and delay,
-      // garbage-collection pauses, heap use (nodejs.* and v8js.* metrics). When
-      // the loop is busy or paused, every call waiting for a batch waits longer;
-      // the benchmark's open-loop tail was found there (docs/benchmarks.md).
-      new RuntimeNodeInstrumentation({ monitoringPrecision: eventLoopDelayResolutionMs }),
+      runtime,
       // Without an exporter the instrumentations' wrapping and context hand-offs
       // were a fifth of a unary call's CPU for spans nobody sees; the bank's
       // traceparent is then read from the metadata directly (tracing.ts).
@@ -120,7 +121,13 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
     metricsPort,
     async shutdown() {
       await new Promise<void>((resolve) => (server === undefined ? resolve() : server.close(() => resolve())));
+      // NodeSDK's shutdown ends its providers but leaves instrumentations on:
+      // the runtime one would keep its delay timer and GC observer.
+      runtime.disable();
       await sdk.shutdown();
+      // Unregistered, so telemetry started again in this process (tests) can
+      // register its own meter provider instead of meeting this shut-down one.
+      metrics.disable();
     },
   };
 }

@@ -137,13 +137,26 @@ function nodeEnvironment(pairs: string[]): Record<string, string> {
 }
 
 /**
+ * Flags that make node do something else instead of running the clearing
+ * node (evaluate a string, check syntax, run tests or a package script,
+ * print help): the bench would wait for a node that never comes.
+ */
+const nodeModeFlags = new Set(['--eval', '--print', '--check', '--test', '--run', '--watch', '--watch-path', '--interactive', '--help', '--version', '--v8-options']);
+
+/**
  * Node.js and V8 flags for the node process: each one flag (`--name` or
- * `--name=value`), so a stray value cannot become the script node runs.
+ * `--name=value`, no spaces), none of nodeModeFlags. They come before the
+ * node's own (`--import tsx`, `--cpu-prof`): an `--import` given here loads
+ * first and must be plain JavaScript, and where a flag is given twice the
+ * later one wins.
  */
 function nodeFlags(flags: string[]): string[] {
   for (const flag of flags) {
     if (!/^--[A-Za-z0-9][A-Za-z0-9_-]*(=\S*)?$/.test(flag)) {
       throw new UsageError(`--node-flag ${JSON.stringify(flag)}: must be one flag, --<name> or --<name>=<value> (write --node-flag=--trace-gc)`);
+    }
+    if (nodeModeFlags.has(flag.split('=', 1)[0] as string)) {
+      throw new UsageError(`--node-flag ${JSON.stringify(flag)}: would make node run something else than the clearing node`);
     }
   }
   return flags;

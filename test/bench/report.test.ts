@@ -136,4 +136,8 @@ describe('--node-flag', () => {
   test.each([['trace-gc'], ['--trace-gc extra.js'], ['-e'], ['--'], ['--=1'], ['']])('refuses %j: not one flag', (flag) => {
     expect(() => parseOptions([`--node-flag=${flag}`])).toThrow(/--node-flag .*must be one flag/);
   });
+
+  test.each([['--eval=1'], ['--print=1'], ['--check'], ['--test'], ['--version']])('refuses %j: node would not run the clearing node', (flag) => {
+    expect(() => parseOptions([`--node-flag=${flag}`])).toThrow(/something else than the clearing node/);
+  });
 });
