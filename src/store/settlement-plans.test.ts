@@ -56,9 +56,18 @@ async function prepare(name: string, text: string): Promise<void> {
 async function explain(name: string, values: unknown[], planCacheMode?: 'force_custom_plan' | 'force_generic_plan'): Promise<PlanNode[]> {
   await connection.query(planCacheMode === undefined ? beginSettlementSql : `BEGIN; SET LOCAL plan_cache_mode = ${planCacheMode}`);
   try {
-    // EXECUTE takes no bind parameters: literals, encoded as node-postgres encodes parameters.
+    // EXECUTE takes no bind parameters: literals, encoded as node-postgres encodes
+    // parameters; an array sent in binary (binary-arrays.ts) as Postgres prints it.
     const types = preparedTypes.get(name) ?? [];
-    const args = values.map((v, i) => `${connection.escapeLiteral(String(prepareValue(v)))}::${types[i]}`).join(', ');
+    const literals: string[] = [];
+    for (const [i, v] of values.entries()) {
+      const type = types[i] as string;
+      const text = Buffer.isBuffer(v) && type.endsWith('[]')
+        ? ((await connection.query<{ t: string }>({ text: `SELECT $1::${type}::text AS t`, values: [v] })).rows[0]?.t as string)
+        : String(prepareValue(v));
+      literals.push(`${connection.escapeLiteral(text)}::${type}`);
+    }
+    const args = literals.join(', ');
     const result = await connection.query(`EXPLAIN (FORMAT JSON) EXECUTE ${name} (${args})`);
     return nodes((result.rows[0] as { 'QUERY PLAN': [{ Plan: PlanNode }] })['QUERY PLAN'][0].Plan);
   } finally {

@@ -22,6 +22,7 @@
 // transactions' foreign-key checks (FOR KEY SHARE) need not wait.
 import assert from 'node:assert/strict';
 import type pg from 'pg';
+import { binaryArray, type BinaryElementType, type BinaryElementValue } from './binary-arrays.js';
 import { queryInOrder, sendInOrder, settleInOrder, withClient } from './client.js';
 import type {
   BatchKeys,
@@ -185,6 +186,15 @@ function derivedInserts(rows: string, batch: string, createdAt: () => string): s
   ];
 }
 
+/** One column of an unnest: its element type, and how to read it off a row. */
+type Column<T> = {
+  [K in BinaryElementType]: [type: K, get: (row: T, index: number) => BinaryElementValue[K] | null];
+}[BinaryElementType];
+
+function column<T, K extends BinaryElementType>(type: K, get: (row: T, index: number) => BinaryElementValue[K] | null): Column<T> {
+  return [type, get] as Column<T>;
+}
+
 /**
  * Builds the write statement and its parameters together: every column is one
  * array parameter, unnested set-based. The text depends only on which parts
@@ -201,22 +211,10 @@ export function writeBatch(
     values.push(value);
     return `$${values.length}::${cast}`;
   };
-  const unnest = <T>(rows: readonly T[], cols: [cast: string, get: (row: T, index: number) => unknown][]) =>
-    `unnest(${cols.map(([cast, get]) => param(rows.map(get), `${cast}[]`)).join(', ')})`;
+  // Every column an array in Postgres' binary format (binary-arrays.ts says why).
+  const unnest = <T>(rows: readonly T[], cols: Column<T>[]) =>
+    `unnest(${cols.map(([type, get]) => param(binaryArray(type, rows, get as (row: T, index: number) => never), `${type}[]`)).join(', ')})`;
   const str = (v: bigint) => v.toString();
-  // Timestamps as ISO strings: node-postgres formats each Date by hand (about
-  // a microsecond each, thousands per batch, while the locks are held), and
-  // most of a batch's timestamps are the same Date, so its string is reused.
-  let lastDate: Date | undefined;
-  let lastIso = '';
-  const iso = (d: Date | null): string | null => {
-    if (d === null) return null;
-    if (d !== lastDate) {
-      lastDate = d;
-      lastIso = d.toISOString();
-    }
-    return lastIso;
-  };
   const batch = param(str(batchId), 'bigint');
 
   // Only the parts this batch needs: less to plan and run. Each combination
@@ -241,14 +239,10 @@ export function writeBatch(
   let createdAtParam: string | undefined;
   const createdAt = () => (createdAtParam ??= param(now, 'timestamptz'));
   // The confirmation sequence numbers of a list of transfers, as three more columns of it.
-  const sequenceColumns = <T>(sequences: TransferConfirmationSequences): [string, (row: T, index: number) => unknown][] =>
-    [sequences.debtor, sequences.creditor, sequences.intermediary].map((numbers) => [
-      'bigint',
-      (_row: T, index: number) => {
-        const n = numbers[index];
-        return n === null || n === undefined ? null : str(n);
-      },
-    ]);
+  const sequenceColumns = <T>(sequences: TransferConfirmationSequences): Column<T>[] =>
+    [sequences.debtor, sequences.creditor, sequences.intermediary].map((numbers) =>
+      column<T, 'bigint'>('bigint', (_row, index) => numbers[index] ?? null),
+    );
   if (w.transfers.length > 0) {
     shape += 'n';
     const newTransfer = unnest<TransferRow>(w.transfers, [
@@ -259,7 +253,7 @@ export function writeBatch(
       ['text', (t) => t.creditorAgent],
       ['text', (t) => t.intermediaryAgent],
       ['text', (t) => t.currency],
-      ['bigint', (t) => str(t.amountMinor)],
+      ['bigint', (t) => t.amountMinor],
       ['text', (t) => t.debtorName],
       ['text', (t) => t.debtorIban],
       ['text', (t) => t.creditorName],
@@ -269,12 +263,12 @@ export function writeBatch(
       ['text', (t) => t.status],
       ['text', (t) => t.reasonCode],
       ['text', (t) => t.reason],
-      ['timestamptz', (t) => iso(t.receivedAt)],
-      ['timestamptz', (t) => iso(t.reservedAt)],
-      ['timestamptz', (t) => iso(t.finalAt)],
-      ['timestamptz', (t) => iso(t.expireAt)],
+      ['timestamptz', (t) => t.receivedAt],
+      ['timestamptz', (t) => t.reservedAt],
+      ['timestamptz', (t) => t.finalAt],
+      ['timestamptz', (t) => t.expireAt],
       ['text', (t) => t.traceId],
-      ['bigint', (t) => (t.creditorSequence === null ? null : str(t.creditorSequence))],
+      ['bigint', (t) => t.creditorSequence],
       ...sequenceColumns<TransferRow>(w.transferConfirmations),
     ]);
     ctes.push(`new_rows AS (
@@ -295,7 +289,7 @@ export function writeBatch(
       ['text', (t) => t.status],
       ['text', (t) => t.reasonCode],
       ['text', (t) => t.reason],
-      ['timestamptz', (t) => iso(t.finalAt)],
+      ['timestamptz', (t) => t.finalAt],
       ...sequenceColumns<TransferRow>(w.finalizedConfirmations),
     ]);
     // RETURNING the finalized rows: their entries and confirmations are
@@ -328,10 +322,10 @@ export function writeBatch(
       FROM ${unnest<PositionRow>(w.positions, [
         ['text', (p) => p.bic],
         ['text', (p) => p.currency],
-        ['bigint', (p) => str(p.balanceMinor)],
-        ['bigint', (p) => str(p.reservedMinor)],
-        ['bigint', (p) => str(p.debitCapMinor)],
-        ['timestamptz', (p) => iso(p.updatedAt)],
+        ['bigint', (p) => p.balanceMinor],
+        ['bigint', (p) => p.reservedMinor],
+        ['bigint', (p) => p.debitCapMinor],
+        ['timestamptz', (p) => p.updatedAt],
       ])} AS u(bic, currency, balance_minor, reserved_minor, debit_cap_minor, updated_at)
      WHERE p.bic = u.bic AND p.currency = u.currency
   )`);
@@ -343,8 +337,8 @@ export function writeBatch(
        SET confirmation_sequence = u.confirmation_sequence, inbound_sequence = u.inbound_sequence
       FROM ${unnest<BatchWrites['participantSequences'][number]>(w.participantSequences, [
         ['text', (q) => q.bic],
-        ['bigint', (q) => str(q.confirmationSequence)],
-        ['bigint', (q) => str(q.inboundSequence)],
+        ['bigint', (q) => q.confirmationSequence],
+        ['bigint', (q) => q.inboundSequence],
       ])} AS u(bic, confirmation_sequence, inbound_sequence)
      WHERE p.bic = u.bic
   )`);
@@ -359,12 +353,12 @@ export function writeBatch(
       ['text', (o) => o.kind],
       ['text', (o) => o.bic],
       ['text', (o) => o.currency],
-      ['bigint', (o) => str(o.amountMinor)],
+      ['bigint', (o) => o.amountMinor],
       ['bytea', (o) => o.requestDigest],
-      ['bigint', (o) => str(o.balanceAfterMinor)],
-      ['bigint', (o) => str(o.reservedAfterMinor)],
-      ['bigint', (o) => str(o.debitCapAfterMinor)],
-      ['timestamptz', (o) => iso(o.createdAt)],
+      ['bigint', (o) => o.balanceAfterMinor],
+      ['bigint', (o) => o.reservedAfterMinor],
+      ['bigint', (o) => o.debitCapAfterMinor],
+      ['timestamptz', (o) => o.createdAt],
     ])} AS o
   )`);
   }
@@ -377,7 +371,7 @@ export function writeBatch(
       ['text', (j) => j.currency],
       ['text', (j) => j.debitAccount],
       ['text', (j) => j.creditAccount],
-      ['bigint', (j) => str(j.amountMinor)],
+      ['bigint', (j) => j.amountMinor],
       ['text', (j) => j.transferDebtorAgent],
       ['text', (j) => j.transferInstructionId],
       ['text', (j) => j.positionRequestId],
@@ -388,7 +382,7 @@ export function writeBatch(
   WITH ${ctes.join(', ')}
   -- NOTIFY is delivered at COMMIT, so listeners never hear of uncommitted work.
   SELECT count(pg_notify('${eventsChannel}', n)) FROM unnest(${param(
-    w.notifications.map((topic) => notificationPayload(origin.notificationSource, topic)),
+    binaryArray('text', w.notifications, (topic) => notificationPayload(origin.notificationSource, topic)),
     'text[]',
   )}) AS n`;
   return { text, values, name: `settlement_write_batch_${shape}` };
@@ -461,15 +455,15 @@ export const transferColumns = `t.debtor_agent, t.instruction_id, t.end_to_end_i
   t.request_digest, t.status, t.reason_code, t.reason, t.received_at, t.reserved_at, t.final_at,
   t.expire_at, t.trace_id, t.creditor_sequence::text AS creditor_sequence, t.batch_id::text AS batch_id`;
 
-/** The parameters of readSnapshotSql for a batch's keys. */
+/** The parameters of readSnapshotSql for a batch's keys, in binary (binary-arrays.ts). */
 function snapshotValues(keys: BatchKeys): unknown[] {
   return [
-    keys.positions.map((k) => k.bic),
-    keys.instructions.map((k) => k.debtorAgent),
-    keys.instructions.map((k) => k.instructionId),
-    keys.uetrs,
-    keys.requestIds,
-    keys.positions.map((k) => k.currency),
+    binaryArray('text', keys.positions, (k) => k.bic),
+    binaryArray('text', keys.instructions, (k) => k.debtorAgent),
+    binaryArray('text', keys.instructions, (k) => k.instructionId),
+    binaryArray('uuid', keys.uetrs, (uetr) => uetr),
+    binaryArray('text', keys.requestIds, (id) => id),
+    binaryArray('text', keys.positions, (k) => k.currency),
   ];
 }
 
@@ -556,7 +550,7 @@ export async function runSettlementBatch<R>(
     try {
       const [, locked, snapshotRows] = await queryInOrder(client, [
         beginSettlementSql,
-        { name: 'settlement_lock_participants', text: lockParticipantsSql, values: [keys.participants] },
+        { name: 'settlement_lock_participants', text: lockParticipantsSql, values: [binaryArray('text', keys.participants, (bic) => bic)] },
         {
           name: 'settlement_read_snapshot',
           text: readSnapshotSql,
@@ -713,17 +707,17 @@ export async function runExpectedSettlementBatch<R>(
           name: 'settlement_expect',
           text: expectSql,
           values: [
-            p.map((r) => r.bic),
-            p.map((r) => r.kind),
-            p.map((r) => r.status),
-            p.map((r) => r.acceptanceMode),
-            p.map((r) => r.confirmationSequence.toString()),
-            p.map((r) => r.inboundSequence.toString()),
-            q.map((r) => r.bic),
-            q.map((r) => r.currency),
-            q.map((r) => r.balanceMinor.toString()),
-            q.map((r) => r.reservedMinor.toString()),
-            q.map((r) => r.debitCapMinor.toString()),
+            binaryArray('text', p, (r) => r.bic),
+            binaryArray('text', p, (r) => r.kind),
+            binaryArray('text', p, (r) => r.status),
+            binaryArray('text', p, (r) => r.acceptanceMode),
+            binaryArray('bigint', p, (r) => r.confirmationSequence),
+            binaryArray('bigint', p, (r) => r.inboundSequence),
+            binaryArray('text', q, (r) => r.bic),
+            binaryArray('text', q, (r) => r.currency),
+            binaryArray('bigint', q, (r) => r.balanceMinor),
+            binaryArray('bigint', q, (r) => r.reservedMinor),
+            binaryArray('bigint', q, (r) => r.debitCapMinor),
           ],
         },
         write,
