@@ -233,6 +233,10 @@ export class Recorder {
   readonly extraLatency = new Map<string, Histogram>();
   measuring = false;
   otherCoresBefore = 0;
+  /** Seconds from the load's start to the measured window (the warm-up, and for open loops the wait for its backlog to drain). */
+  warmupSeconds = 0;
+  /** Open loops: whether the warm-up's backlog had drained when the window began (undefined: not an open loop). */
+  backlogDrained: boolean | undefined;
   measureStartMs = 0;
   measureEndMs = 0;
   /** Wall-clock start of measuring, for comparisons with server timestamps. */

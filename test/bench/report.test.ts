@@ -42,6 +42,18 @@ describe('medianOfRounds', () => {
     expect(m.details['rounds']).toBe(3);
   });
 
+  test("open loops: the longest warm-up, and a backlog that did not drain in any round is not hidden", () => {
+    const open = (warmupSeconds: number, backlogDrained: boolean) => run('open', 'node', 2_000, { details: { offeredPerSecond: 2_000, warmupSeconds, backlogDrained } });
+    const drained = medianOfRounds([open(2, true), open(3.4, true), open(2.1, true)]);
+    expect(drained.details).toMatchObject({ warmupSeconds: 3.4, backlogDrained: true });
+    const notDrained = medianOfRounds([open(2, true), open(22, false), open(2.1, true)]);
+    expect(notDrained.details).toMatchObject({ warmupSeconds: 22, backlogDrained: false });
+    expect(table(reportRounds([[open(2, true), open(22, false), open(2.1, true)]], options))).toContain(
+      "the warm-up's backlog had not drained after 22.0 s: measured anyway",
+    );
+    expect(table(reportRounds([[open(3.4, true)]], options))).toContain('measured after 3.4 s of warm-up, its backlog drained');
+  });
+
   test('an even number of rounds takes the mean of the middle two', () => {
     expect(medianOfRounds([run('batch', 'node', 10), run('batch', 'node', 40), run('batch', 'node', 20), run('batch', 'node', 30)]).callsPerSecond).toBe(25);
   });

@@ -186,6 +186,9 @@ export function medianOfRounds(runs: readonly WorkloadResult[]): WorkloadResult 
       ...kept('offeredPerSecond'),
       ...kept('outstandingMax'),
       ...medianLatencyDetails(runs),
+      // The longest warm-up, and whether every round's backlog drained before its window.
+      ...(runs.some((r) => r.details['warmupSeconds'] !== undefined) ? { warmupSeconds: Math.max(...runs.map((r) => Number(r.details['warmupSeconds'] ?? 0))) } : {}),
+      ...(runs.some((r) => r.details['backlogDrained'] !== undefined) ? { backlogDrained: runs.every((r) => r.details['backlogDrained'] !== false) } : {}),
     },
     cpuCores,
     otherCoresBefore: Math.max(...runs.map((r) => r.otherCoresBefore)),
@@ -251,6 +254,10 @@ export function table(results: readonly ReportedResult[]): string {
     if (r.target === 'ceiling') parts.push('no-op server: canned SETTLED answers; settled/s column shows transfers answered/s');
     if (r.details['dropped'] !== undefined) parts.push(`${integerFormat.format(Number(r.details['dropped']))} sends dropped at ${integerFormat.format(Number(r.details['outstandingMax']))} outstanding`);
     if (r.details['offeredPerSecond'] !== undefined) parts.push(`offered ${integerFormat.format(Number(r.details['offeredPerSecond']))}/s`);
+    if (r.details['backlogDrained'] === true) parts.push(`measured after ${msFormat.format(Number(r.details['warmupSeconds']))} s of warm-up, its backlog drained`);
+    if (r.details['backlogDrained'] === false) {
+      parts.push(`the warm-up's backlog had not drained after ${msFormat.format(Number(r.details['warmupSeconds']))} s: measured anyway, the window includes catching up`);
+    }
     if (r.details['deliveries'] !== undefined) parts.push(`${integerFormat.format(Number(r.details['deliveries']) / r.seconds)} deliveries/s`);
     const errors = Object.entries(r.errors);
     if (errors.length > 0) parts.push(`errors: ${errors.map(([k, v]) => `${k} ${v}`).join(', ')}`);
