@@ -53,6 +53,10 @@ describe("isValidIban", () => {
     ["BE68539007547034"],
     // Norway is not in the per-country table: general rules and checksum only.
     ["NO9386011117947"],
+    // The edges of the check digits' range, 02 and 98 (97 too).
+    ["DE02370400440532013014"],
+    ["DE98370400440532013032"],
+    ["DE97370400440532013050"],
   ])("accepts %s", (iban) => {
     expect(isValidIban(iban)).toBe(true);
   });
@@ -73,6 +77,9 @@ describe("isValidIban", () => {
     ["digits as country", "1289370400440532013000"],
     // 01 passes mod 97 wherever 98 does, but check digits are always 02..98.
     ["check digits 01", "DE01370400440532013032"],
+    // Likewise 00 where 97 passes, and 99 where 02 does.
+    ["check digits 00", "DE00370400440532013050"],
+    ["check digits 99", "DE99370400440532013014"],
     ["punctuation", "DE89-370400440532013000"],
     ["empty", ""],
   ])("rejects %s", (_case, iban) => {
