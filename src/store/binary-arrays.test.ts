@@ -43,7 +43,11 @@ describe('binaryArray', () => {
   test.each<[BinaryElementType, unknown[]]>([
     ['text', ['', 'a', 'BANKDEFFXXX', 'NULL', 'null', '"quoted"', 'back\\slash', '{braces}', 'com,ma', ' spaced ', 'Zoë Ångström', '日本語', '🙂 emoji', 'x'.repeat(10_000)]],
     ['text', [null, 'after a null', null]],
-    ['bigint', [0n, 1n, -1n, 2n ** 32n, -(2n ** 32n), 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, -(2n ** 53n) - 1n, int64Max, int64Min, null]],
+    [
+      'bigint',
+      // Both halves of the split into 32-bit words, at the edges of what a double holds exactly.
+      [0n, 1n, -1n, 2n ** 32n, -(2n ** 32n), -(2n ** 32n) - 1n, 2n ** 53n - 1n, -(2n ** 53n - 1n), 2n ** 53n, 2n ** 53n + 1n, -(2n ** 53n) - 1n, int64Max, int64Min, null],
+    ],
     ['uuid', ['00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-4fff-bfff-ffffffffffff', '3F2504E0-4F89-41D3-9A0C-0305E82C3301', null]],
     ['bytea', [Buffer.alloc(0), Buffer.from([0]), Buffer.from([0, 255, 92, 34, 123, 125]), Buffer.alloc(32, 7), null]],
     [
@@ -81,7 +85,8 @@ describe('binaryArray', () => {
         }),
         { numRuns: 40 },
       );
-    // Postgres text holds no NUL character; lone surrogates are not valid UTF-8 either way.
+    // Postgres text holds no NUL character (refused either way, below). Graphemes are
+    // whole code points: a lone surrogate would become U+FFFD in both encodings alike.
     await property('text', fc.string({ unit: 'grapheme', maxLength: 30 }).filter((s) => !s.includes('\u0000')));
     await property('bigint', fc.bigInt({ min: int64Min, max: int64Max }));
     await property('uuid', fc.uuid());
@@ -89,10 +94,18 @@ describe('binaryArray', () => {
     await property('timestamptz', fc.date({ min: new Date('0001-01-01T00:00:00Z'), max: new Date('9999-12-31T23:59:59.999Z'), noInvalidDate: true }));
   });
 
-  test('what no column can hold is refused in the node', () => {
+  test('what no column can hold, or a value of another type, is refused in the node', () => {
     expect(() => binaryArray('bigint', [int64Max + 1n], (v) => v)).toThrow(RangeError);
+    // What Number() or a write would quietly turn into something else.
+    expect(() => binaryArray('bigint', [''], (v) => v as unknown as bigint)).toThrow(TypeError);
+    expect(() => binaryArray('bigint', [true], (v) => v as unknown as bigint)).toThrow(TypeError);
+    expect(() => binaryArray('text', [12], (v) => v as unknown as string)).toThrow(TypeError);
+    expect(() => binaryArray('timestamptz', ['2026-11-27'], (v) => v as unknown as Date)).toThrow(TypeError);
+    expect(() => binaryArray('bytea', ['00'], (v) => v as unknown as Buffer)).toThrow(TypeError);
     expect(() => binaryArray('bigint', [int64Min - 1n], (v) => v)).toThrow(RangeError);
     expect(() => binaryArray('timestamptz', [new Date(Number.NaN)], (v) => v)).toThrow(/invalid Date/);
+    // Stricter than uuid_in, which also reads the forms without hyphens or in braces: the
+    // settlement statements only carry UETRs, which validation holds to the canonical form.
     for (const uuid of ['', 'not-a-uuid', '3f2504e04f8941d39a0c0305e82c3301', '3f2504e0-4f89-41d3-9a0c-0305e82c330g', '{3f2504e0-4f89-41d3-9a0c-0305e82c3301}']) {
       expect(() => binaryArray('uuid', [uuid], (v) => v), uuid).toThrow(/uuid/);
     }

@@ -57,17 +57,29 @@ const twoPower32 = 4_294_967_296;
 /** Postgres' own limit on the elements of an array (MaxArraySize, arrayfuncs). */
 export const binaryArrayElementsMax = 134_217_727;
 
-/** Most bytes one element of `type` takes, prefix included; text by its UTF-16 length (3 UTF-8 bytes per unit at most). */
+/**
+ * Most bytes one element of `type` takes, prefix included; text by its UTF-16
+ * length (3 UTF-8 bytes per unit at most). Refuses a value of another
+ * JavaScript type: the types say it cannot happen, and written anyway it
+ * would be stored as something else (Number('') is 0), where text would
+ * have been refused by Postgres.
+ */
 function elementBytesMax(type: BinaryElementType, value: unknown): number {
   switch (type) {
     case 'text':
-      return lengthBytes + 3 * (value as string).length;
+      if (typeof value !== 'string') throw new TypeError(`text element: ${typeof value}, not a string`);
+      return lengthBytes + 3 * value.length;
     case 'bytea':
-      return lengthBytes + (value as Buffer).length;
+      if (!Buffer.isBuffer(value)) throw new TypeError(`bytea element: ${typeof value}, not a Buffer`);
+      return lengthBytes + value.length;
     case 'uuid':
+      if (typeof value !== 'string') throw new TypeError(`uuid element: ${typeof value}, not a string`);
       return lengthBytes + 16;
     case 'bigint':
+      if (typeof value !== 'bigint') throw new TypeError(`bigint element: ${typeof value}, not a bigint`);
+      return lengthBytes + 8;
     case 'timestamptz':
+      if (!(value instanceof Date)) throw new TypeError(`timestamptz element: ${typeof value}, not a Date`);
       return lengthBytes + 8;
   }
 }

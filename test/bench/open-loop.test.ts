@@ -40,7 +40,8 @@ describe('open loop warm-up', () => {
     expect(recorder.measureStartMs - startedMs).toBeGreaterThanOrEqual(550);
     // What the window measured was sent after the stall: latencies of a steady state.
     expect(dueOfFirstMeasured).toBeGreaterThanOrEqual(slowUntilMs - 1000 * openLoopDrainedBacklogSeconds);
-    expect(recorder.latency.maxValue / 1000).toBeLessThan(200);
+    // Without the wait the window would hold calls that waited out the stall (~600 ms).
+    expect(recorder.latency.maxValue / 1000).toBeLessThan(400);
   });
 
   test('with nothing queued the window starts after the warm-up asked for', async () => {

@@ -75,6 +75,7 @@ const usage = `usage: npm run bench -- [options]
   --duration <s>        measured seconds per workload (default 10; smoke 2)
   --warmup <s>          unmeasured seconds before each workload (default 2; smoke 0); open loops
                         also wait (up to 20 s) until the warm-up's backlog has drained
+                        (at most 0.1 s of the rate outstanding)
   --banks <n>           AUTOMATIC banks (default 20; smoke 4)
   --creditors <n>       EXPLICIT creditor banks for two-phase (default 4; smoke 2)
   --in-flight <n>       closed-loop calls in flight for unary and two-phase (default 256; smoke 16)

@@ -256,7 +256,10 @@ export function table(results: readonly ReportedResult[]): string {
     if (r.details['offeredPerSecond'] !== undefined) parts.push(`offered ${integerFormat.format(Number(r.details['offeredPerSecond']))}/s`);
     if (r.details['backlogDrained'] === true) parts.push(`measured after ${msFormat.format(Number(r.details['warmupSeconds']))} s of warm-up, its backlog drained`);
     if (r.details['backlogDrained'] === false) {
-      parts.push(`the warm-up's backlog had not drained after ${msFormat.format(Number(r.details['warmupSeconds']))} s: measured anyway, the window includes catching up`);
+      parts.push(
+        `after ${msFormat.format(Number(r.details['warmupSeconds']))} s of warm-up more than 0.1 s of the offered rate was still outstanding ` +
+          '(a backlog, or a mean latency above 100 ms): measured anyway',
+      );
     }
     if (r.details['deliveries'] !== undefined) parts.push(`${integerFormat.format(Number(r.details['deliveries']) / r.seconds)} deliveries/s`);
     const errors = Object.entries(r.errors);

@@ -23,7 +23,12 @@ export const openLoopOutstandingMax = 10_000;
  * the window counts in full.
  */
 export const openLoopDrainedBacklogSeconds = 0.1;
-/** Open loop: the longest wait for the backlog beyond `--warmup`; a node that does not drain it is measured anyway, and the notes say so. */
+/**
+ * Open loop: the longest wait for the backlog beyond `--warmup`; a node that
+ * does not drain it is measured anyway, and the notes say so. Outstanding
+ * calls are the rate times the mean latency, so a node whose steady mean
+ * latency is above openLoopDrainedBacklogSeconds waits the whole time too.
+ */
 export const openLoopDrainWaitSecondsMax = 20;
 /** How often the drain wait looks at the backlog. */
 const drainPollMs = 50;
