@@ -14,7 +14,7 @@ async function main(command: string): Promise<void> {
   const logger = createLogger(config.logLevel, { node: config.nodeId });
 
   if (command === 'migrate') {
-    const { locateDatabase, createPool } = await import('./store/database.js');
+    const { locateDatabase, createPool, endPool } = await import('./store/database.js');
     const { migrate } = await import('./store/migrate.js');
     const location = await locateDatabase({
       databaseUrl: config.databaseUrl,
@@ -27,7 +27,7 @@ async function main(command: string): Promise<void> {
       const result = await migrate(pool, { log: (message) => logger.info(message) });
       logger.info({ applied: result.applied, alreadyApplied: result.alreadyApplied }, 'migrations done');
     } finally {
-      await pool.end();
+      await endPool(pool);
       await location.embedded?.stop();
     }
     return;

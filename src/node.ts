@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { ConfigError, isLoopbackHost, type Config } from './config.js';
-import { locateDatabase, createPool, type DatabaseLocation } from './store/database.js';
+import { locateDatabase, createPool, endPool, type DatabaseLocation } from './store/database.js';
 import { migrate } from './store/migrate.js';
 import { countParticipants } from './store/participants.js';
 import { nextBatchWaitMaxMsDefault, SettlementEngine } from './clearing/engine.js';
@@ -65,7 +65,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     logger.warn({ err: error }, 'idle database connection failed'),
   );
   const stopDatabase = async () => {
-    await pool.end().catch(() => undefined);
+    await endPool(pool).catch(() => undefined);
     await location.embedded?.stop();
   };
 

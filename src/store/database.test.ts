@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type pg from 'pg';
 import { createTestDatabase, openTestPool, type TestDatabase } from '../../test/support/database.js';
-import { createPool, nodePlanCacheMode } from './database.js';
+import { createPool, endPool, nodePlanCacheMode } from './database.js';
 import { selectDueReservations } from './reads.js';
 
 let db: TestDatabase;
@@ -33,6 +33,22 @@ test('an idle connection terminated by the server is reported and replaced; the 
   } finally {
     await pool.end();
   }
+});
+
+test('endPool returns once every connection has closed, so the server can stop right after with nothing failing', async () => {
+  const heard: Error[] = [];
+  const pool = createPool(db.url, 4, (error) => void heard.push(error));
+  // Four connections at once, all idle in the pool afterwards.
+  const clients = await Promise.all([1, 2, 3, 4].map(() => pool.connect()));
+  for (const client of clients) client.release();
+  expect(pool.idleCount).toBe(4);
+  let closed = 0;
+  pool.on('remove', () => void (closed += 1));
+  await endPool(pool);
+  // pool.end() alone resolves before its connections have closed; a server
+  // stopped then ends them itself, and each is reported as failed.
+  expect(closed).toBe(4);
+  expect(heard).toEqual([]);
 });
 
 test("the node's statements are planned for the tables as they are, not by a plan cached while they were empty", async () => {

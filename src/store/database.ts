@@ -107,3 +107,29 @@ export function createPool(url: string, max: number, onIdleError: (error: Error)
   pool.on('error', onIdleError);
   return pool;
 }
+
+/** How long endPool waits for the pool's connections to close before giving up on them. */
+export const poolCloseWaitMs = 5_000;
+
+/**
+ * Ends `pool` and waits until its connections have closed, up to
+ * poolCloseWaitMs. pool.end() resolves once its clients are taken out of the
+ * pool, before their connections have said goodbye; an embedded server
+ * stopped right after would end them itself (57P01), and the pool would
+ * report that as a failed idle connection at every other shutdown.
+ */
+export async function endPool(pool: pg.Pool): Promise<void> {
+  let open = pool.totalCount;
+  const closed = new Promise<void>((resolve) => {
+    if (open === 0) resolve();
+    // Each client's connection emits 'remove' once it has ended.
+    pool.on('remove', () => {
+      open -= 1;
+      if (open <= 0) resolve();
+    });
+  });
+  await pool.end();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, poolCloseWaitMs)))]);
+  clearTimeout(timer);
+}
