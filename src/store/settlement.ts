@@ -212,6 +212,8 @@ export function writeBatch(
     return `$${values.length}::${cast}`;
   };
   // Every column an array in Postgres' binary format (binary-arrays.ts says why).
+  // Column<T> ties each getter to its type; TypeScript cannot follow that tie
+  // through the union, hence the cast.
   const unnest = <T>(rows: readonly T[], cols: Column<T>[]) =>
     `unnest(${cols.map(([type, get]) => param(binaryArray(type, rows, get as (row: T, index: number) => never), `${type}[]`)).join(', ')})`;
   const str = (v: bigint) => v.toString();
