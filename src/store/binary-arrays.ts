@@ -190,13 +190,10 @@ export function binaryArray<T, K extends BinaryElementType>(
         offset += writeText(buffer, offset, value as string);
         break;
       case 'bigint':
-        buffer.writeInt32BE(8, offset);
-        writeInt64(buffer, offset + lengthBytes, value as bigint);
-        offset += lengthBytes + 8;
-        break;
       case 'timestamptz':
         buffer.writeInt32BE(8, offset);
-        writeTimestamp(buffer, offset + lengthBytes, value as Date);
+        if (type === 'bigint') writeInt64(buffer, offset + lengthBytes, value as bigint);
+        else writeTimestamp(buffer, offset + lengthBytes, value as Date);
         offset += lengthBytes + 8;
         break;
       case 'uuid':
