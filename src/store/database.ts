@@ -1,4 +1,5 @@
 // Where the node's database is: DATABASE_URL, or an embedded Postgres in the data directory.
+import assert from 'node:assert/strict';
 import { chmod, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
@@ -105,31 +106,45 @@ export function createPool(url: string, max: number, onIdleError: (error: Error)
     pipeline: true,
   });
   pool.on('error', onIdleError);
+  // Its connections, from connected until pg-pool has closed and removed them: endPool waits for them.
+  const open = new Set<pg.PoolClient>();
+  pool.on('connect', (client) => void open.add(client));
+  pool.on('remove', (client) => void open.delete(client));
+  openConnections.set(pool, open);
   return pool;
 }
 
-/** How long endPool waits for the pool's connections to close before giving up on them. */
+/** The open connections of each pool createPool made. */
+const openConnections = new WeakMap<pg.Pool, Set<pg.PoolClient>>();
+
+/** How long endPool waits, after pool.end(), for the pool's connections to close. */
 export const poolCloseWaitMs = 5_000;
 
 /**
- * Ends `pool` and waits until its connections have closed, up to
- * poolCloseWaitMs. pool.end() resolves once its clients are taken out of the
- * pool, before their connections have said goodbye; an embedded server
- * stopped right after would end them itself (57P01), and the pool would
- * report that as a failed idle connection at every other shutdown.
+ * Ends a pool createPool made and waits until its connections have closed,
+ * up to poolCloseWaitMs after pool.end() returns (which itself waits, without
+ * a limit, for connections still checked out to be released). pool.end()
+ * returns once its clients are taken out of the pool, before their
+ * connections have said goodbye; an embedded server stopped right after
+ * would end them itself (57P01), and the pool would report that as a failed
+ * idle connection. Connections already closing when it is called (an idle
+ * timeout, a client released with an error) are waited for too.
  */
 export async function endPool(pool: pg.Pool): Promise<void> {
-  let open = pool.totalCount;
-  const closed = new Promise<void>((resolve) => {
-    if (open === 0) resolve();
-    // Each client's connection emits 'remove' once it has ended.
-    pool.on('remove', () => {
-      open -= 1;
-      if (open <= 0) resolve();
-    });
-  });
+  const open = openConnections.get(pool);
+  assert(open !== undefined, 'endPool ends pools that createPool made');
   await pool.end();
   let timer: NodeJS.Timeout | undefined;
+  let onRemove: (() => void) | undefined;
+  const closed = new Promise<void>((resolve) => {
+    // Registered after createPool's own 'remove' listener, so the set is up to date here.
+    onRemove = () => {
+      if (open.size === 0) resolve();
+    };
+    pool.on('remove', onRemove);
+    onRemove();
+  });
   await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, poolCloseWaitMs)))]);
   clearTimeout(timer);
+  if (onRemove !== undefined) pool.off('remove', onRemove);
 }

@@ -74,6 +74,18 @@ export interface TransferPageKey {
   instructionId: string;
 }
 
+/**
+ * A page of transfers newest first. The row comparison starts the page in
+ * transfers_received_at_idx at the key's receipt time; the rows of one receipt
+ * time are sorted among themselves (migration 0005; transfers-page.test.ts).
+ */
+export const transfersPageSql = `SELECT ${transferColumns} FROM transfers t
+            WHERE ($1 = '' OR t.debtor_agent = $1 OR t.creditor_agent = $1 OR t.intermediary_agent = $1)
+              AND ($2 = '' OR t.status = $2)
+              AND ($3::timestamptz IS NULL OR (t.received_at, t.debtor_agent, t.instruction_id) < ($3, $4, $5))
+            ORDER BY t.received_at DESC, t.debtor_agent DESC, t.instruction_id DESC
+            LIMIT $6`;
+
 /** One page of transfers, newest first, after the given key, optionally filtered. */
 export async function selectTransfersPage(
   db: pg.Pool,
@@ -83,12 +95,7 @@ export async function selectTransfersPage(
 ): Promise<TransferRow[]> {
   const result = await db.query({
     name: 'transfers_page',
-    text: `SELECT ${transferColumns} FROM transfers t
-            WHERE ($1 = '' OR t.debtor_agent = $1 OR t.creditor_agent = $1 OR t.intermediary_agent = $1)
-              AND ($2 = '' OR t.status = $2)
-              AND ($3::timestamptz IS NULL OR (t.received_at, t.debtor_agent, t.instruction_id) < ($3, $4, $5))
-            ORDER BY t.received_at DESC, t.debtor_agent DESC, t.instruction_id DESC
-            LIMIT $6`,
+    text: transfersPageSql,
     values: [filter.bic, filter.status, after?.receivedAt ?? null, after?.debtorAgent ?? '', after?.instructionId ?? '', limit],
   });
   return result.rows.map(transferFromRaw);

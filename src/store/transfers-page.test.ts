@@ -1,20 +1,21 @@
 // ListTransfers pages through transfers newest first by (received_at,
 // debtor_agent, instruction_id). Since migration 0005 the only index for it is
-// received_at alone: each page must still start in that index at its key and
-// read about a page's worth of rows, whether or not the table has statistics,
-// and return exactly the rows the ordering says.
+// received_at alone: each page must still start in that index at its key's
+// receipt time (an index condition, not a filter over the whole index) and
+// read a page plus the rest of the receipt times it touches, whether or not
+// the table has statistics, and return exactly the rows the ordering says.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { createPool } from './database.js';
-import { selectTransfersPage } from './reads.js';
+import { selectTransfersPage, transfersPageSql } from './reads.js';
 import type pg from 'pg';
 
 let db: TestDatabase;
 /** A connection configured as the node's are (custom plans). */
 let node: pg.Pool;
 const transfersStored = 60_000;
-/** Transfers per receipt time: a SubmitTransfers call's transfers all share one. */
-const transfersPerReceiptTime = 100;
+/** Transfers per receipt time: a SubmitTransfers call's transfers all share one (1,000 at most by default). */
+const transfersPerReceiptTime = 1_000;
 const pageSize = 100;
 
 beforeAll(async () => {
@@ -41,21 +42,19 @@ afterAll(async () => {
 interface PlanNode {
   'Node Type': string;
   'Index Name'?: string;
+  'Index Cond'?: string;
   'Actual Rows'?: number;
+  'Rows Removed by Filter'?: number;
   Plans?: PlanNode[];
 }
 const nodes = (plan: PlanNode): PlanNode[] => [plan, ...(plan.Plans ?? []).flatMap(nodes)];
 
-/** The page query as selectTransfersPage sends it, explained with ANALYZE on the node's kind of connection. */
+/** The page query selectTransfersPage sends, explained with ANALYZE on the node's kind of connection. */
 async function pagePlan(after: { receivedAt: Date; debtorAgent: string; instructionId: string } | undefined): Promise<PlanNode[]> {
   const { rows } = await node.query({
     name: 'explain_page',
-    text: `EXPLAIN (ANALYZE, FORMAT JSON) SELECT t.debtor_agent, t.instruction_id FROM transfers t
-            WHERE ($1 = '' OR t.debtor_agent = $1 OR t.creditor_agent = $1 OR t.intermediary_agent = $1)
-              AND ($2 = '' OR t.status = $2)
-              AND ($3::timestamptz IS NULL OR (t.received_at, t.debtor_agent, t.instruction_id) < ($3, $4, $5))
-            ORDER BY t.received_at DESC, t.debtor_agent DESC, t.instruction_id DESC
-            LIMIT $6`,
+    // Planned for its values, as the node's connections plan every statement (custom plans).
+    text: `EXPLAIN (ANALYZE, FORMAT JSON) ${transfersPageSql}`,
     values: ['', '', after?.receivedAt ?? null, after?.debtorAgent ?? '', after?.instructionId ?? '', pageSize],
   });
   return nodes((rows[0] as { 'QUERY PLAN': [{ Plan: PlanNode }] })['QUERY PLAN'][0].Plan);
@@ -69,15 +68,24 @@ describe.each([
     if (analyzed) await db.pool.query('ANALYZE transfers');
   });
 
-  test('starts in the receipt-time index at its key and reads about a page', async () => {
-    const middle = new Date(Date.parse('2026-11-01T00:00:00Z') + 300_000);
-    for (const after of [undefined, { receivedAt: middle, debtorAgent: 'PGEZDEFFXXX', instructionId: 'page-0' }]) {
+  test('starts in the receipt-time index at its key and reads a page and the rest of its receipt times', async () => {
+    // A key in the middle of a receipt time's transfers: the rows of that time after it are read and dropped.
+    const groupStart = 30 * transfersPerReceiptTime;
+    const { rows } = await db.pool.query<{ received_at: Date; debtor_agent: string; instruction_id: string }>(
+      `SELECT received_at, debtor_agent, instruction_id FROM transfers WHERE instruction_id = $1`,
+      [`page-${groupStart + transfersPerReceiptTime / 2}`],
+    );
+    const key = rows[0];
+    expect(key).toBeDefined();
+    for (const after of [undefined, { receivedAt: key!.received_at, debtorAgent: key!.debtor_agent, instructionId: key!.instruction_id }]) {
       const plan = await pagePlan(after);
       expect(plan.map((n) => n['Node Type'])).not.toContain('Seq Scan');
       const scan = plan.find((n) => n['Index Name'] === 'transfers_received_at_idx');
       expect(scan, JSON.stringify(plan.map((n) => n['Node Type']))).toBeDefined();
-      // A page, plus at most the rest of the receipt times it ends in.
-      expect(scan?.['Actual Rows']).toBeLessThanOrEqual(pageSize + 2 * transfersPerReceiptTime);
+      // Started at the key's receipt time by the index, not by filtering the whole index.
+      if (after !== undefined) expect(scan?.['Index Cond']).toMatch(/received_at/);
+      const read = (scan?.['Actual Rows'] ?? 0) + (scan?.['Rows Removed by Filter'] ?? 0);
+      expect(read).toBeLessThanOrEqual(pageSize + 2 * transfersPerReceiptTime);
     }
   });
 
