@@ -216,8 +216,7 @@ export function writeBatch(
   // through the union, hence the cast.
   const unnest = <T>(rows: readonly T[], cols: Column<T>[]) =>
     `unnest(${cols.map(([type, get]) => param(binaryArray(type, rows, get as (row: T, index: number) => never), `${type}[]`)).join(', ')})`;
-  const str = (v: bigint) => v.toString();
-  const batch = param(str(batchId), 'bigint');
+  const batch = param(batchId.toString(), 'bigint');
 
   // Only the parts this batch needs: less to plan and run. Each combination
   // of parts (at most 2^6) is its own prepared statement.

@@ -12,6 +12,7 @@
 // never names or IBANs.
 import {
   context,
+  INVALID_SPAN_CONTEXT,
   metrics,
   ROOT_CONTEXT,
   SpanKind,
@@ -22,6 +23,7 @@ import {
   type Span,
 } from '@opentelemetry/api';
 import type { BatchObservation, EngineObserver } from '../clearing/engine.js';
+import { tracingOff } from './tracing.js';
 import type { Operation, OperationOutcome } from '../clearing/batch.js';
 
 const tracer = trace.getTracer('clearing-node');
@@ -36,6 +38,14 @@ interface Observed {
   recording: boolean;
   attributes: Attributes;
 }
+
+/** Every operation's observation while no tracer provider is registered: nothing recorded, nothing to end. */
+const unobserved: Observed = Object.freeze({
+  parent: ROOT_CONTEXT,
+  queueWait: trace.wrapSpanContext(INVALID_SPAN_CONTEXT),
+  recording: false,
+  attributes: Object.freeze({}),
+});
 
 /** Span attributes of an operation: identifiers only. */
 export function operationAttributes(op: Operation): Attributes {
@@ -111,6 +121,8 @@ export class ClearingTelemetry implements EngineObserver {
   });
 
   queued(operation: Operation): Observed {
+    // No tracer provider: one shared, never-recording observation instead of a no-op span per operation.
+    if (tracingOff()) return unobserved;
     const parent = context.active();
     const queueWait = tracer.startSpan('clearing.queue_wait', { kind: SpanKind.INTERNAL }, parent);
     // Unsampled (or nothing exporting): no attributes, no stage spans, no links — the hot path stays lean.
